@@ -1,0 +1,5 @@
+import sys
+
+from vectorgate.cli import main
+
+sys.exit(main())

@@ -1,0 +1,132 @@
+"""Functional forms of the gated residual.
+
+- :func:`gated_residual` combines a residual with gates the caller already has.
+- :func:`exp_gated_residual` computes the gated residual straight from the gate's
+  pre-activation ``z = g(x)`` and curvature ``c``, without materialising alpha and beta.
+  It is a ``torch.library`` custom op with a hand-written backward that saves only its
+  inputs and recomputes tanh/exp, so ``torch.compile(fullgraph=True)`` traces it as one
+  node, and a fused kernel can replace its body (see :mod:`vectorgate.kernels.dispatch`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from vectorgate._checks import (
+    check_broadcasts_to,
+    check_curvature,
+    check_floating,
+    check_same_device,
+    check_same_shape,
+)
+from vectorgate.kernels import dispatch, reference
+
+__all__ = ["exp_gated_residual", "gated_residual"]
+
+
+def gated_residual(x: Tensor, f_x: Tensor, alpha: Tensor, beta: Tensor) -> Tensor:
+    """The gated residual ``alpha * x + beta * f_x``.
+
+    Args:
+        x: residual input, shape ``(..., d)``.
+        f_x: branch output, the same shape as ``x`` (never broadcast).
+        alpha: gate on the residual, broadcastable to ``x.shape`` (usually the same shape).
+        beta: gate on the branch, broadcastable to ``x.shape``.
+
+    Returns:
+        ``y`` with the shape of ``x``.
+    """
+    for name, t in (("x", x), ("f_x", f_x), ("alpha", alpha), ("beta", beta)):
+        check_floating(name, t)
+    check_same_shape("x", x, "f_x", f_x)
+    check_broadcasts_to("alpha", alpha, x.shape)
+    check_broadcasts_to("beta", beta, x.shape)
+    check_same_device(x=x, f_x=f_x, alpha=alpha, beta=beta)
+    return alpha * x + beta * f_x
+
+
+@torch.library.custom_op("vectorgate::exp_gated_residual", mutates_args=())
+def _exp_gated_residual_op(x: Tensor, f_x: Tensor, z: Tensor, c: Tensor, delta: bool) -> Tensor:
+    return dispatch.forward(x, f_x, z, c, delta)
+
+
+@_exp_gated_residual_op.register_fake
+def _(x: Tensor, f_x: Tensor, z: Tensor, c: Tensor, delta: bool) -> Tensor:
+    return x.new_empty(x.shape, dtype=reference.output_dtype(x, f_x))
+
+
+@torch.library.custom_op("vectorgate::exp_gated_residual_backward", mutates_args=())
+def _exp_gated_residual_backward_op(
+    grad_y: Tensor, x: Tensor, f_x: Tensor, z: Tensor, c: Tensor, delta: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return dispatch.backward(grad_y, x, f_x, z, c, delta)
+
+
+@_exp_gated_residual_backward_op.register_fake
+def _(
+    grad_y: Tensor, x: Tensor, f_x: Tensor, z: Tensor, c: Tensor, delta: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return (
+        x.new_empty(x.shape),
+        f_x.new_empty(f_x.shape),
+        z.new_empty(z.shape),
+        c.new_empty(c.shape),
+    )
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    # Only the op's own inputs are kept; tanh/exp are recomputed in backward.
+    x, f_x, z, c, delta = inputs
+    ctx.save_for_backward(x, f_x, z, c)
+    ctx.delta = delta
+
+
+def _backward(ctx, grad_y: Tensor):
+    x, f_x, z, c = ctx.saved_tensors
+    dx, df, dz, dc = _exp_gated_residual_backward_op(
+        grad_y.contiguous(), x, f_x, z, c, ctx.delta
+    )
+    needs = ctx.needs_input_grad
+    return (
+        dx if needs[0] else None,
+        df if needs[1] else None,
+        dz if needs[2] else None,
+        dc if needs[3] else None,
+        None,
+    )
+
+
+_exp_gated_residual_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def exp_gated_residual(
+    x: Tensor, f_x: Tensor, z: Tensor, c: Tensor, *, delta: bool = False
+) -> Tensor:
+    """``y = exp(s) * x + exp(-s) * f_x`` with ``s = c * tanh(z)``, fused.
+
+    Computes in float32 (float64 for float64 inputs) whatever the input dtypes and
+    returns ``y`` in ``torch.promote_types(x.dtype, f_x.dtype)``.
+
+    Args:
+        x: residual input, shape ``(..., d)``.
+        f_x: branch output, same shape as ``x``.
+        z: the gate's pre-activation ``g(x)``, same shape as ``x``.
+        c: curvature, shape ``(d,)`` (per dimension) or ``(1,)`` (one shared bound).
+        delta: if True, return ``y - x`` computed as ``expm1(s) * x + exp(-s) * f_x``.
+            For sites where the host model adds x itself (``x + delta``): at c = 0 that
+            sum is bit-for-bit ``x + f_x``, which ``x + (y - x)`` would not be.
+
+    Returns:
+        ``y`` of shape ``(..., d)``. Gradients flow to all four inputs; the gradient
+        of ``c`` is reduced over every leading dimension.
+    """
+    for name, t in (("x", x), ("f_x", f_x), ("z", z)):
+        check_floating(name, t)
+    if x.dim() == 0:
+        raise ValueError("x must have shape (..., d) with at least one dimension, got a 0-dim tensor")
+    check_same_shape("x", x, "f_x", f_x)
+    check_same_shape("x", x, "z", z)
+    check_curvature(c, x.shape[-1])
+    check_same_device(x=x, f_x=f_x, z=z, c=c)
+    return _exp_gated_residual_op(x, f_x, z, c, bool(delta))

@@ -1,0 +1,208 @@
+"""VectorGate: per-dimension exponential gating for a residual connection.
+
+For a residual input x in R^d and a branch output f(x):
+
+    s     = c * tanh(g(x))        g: learnable projection R^d -> R^d (d^2 + d parameters)
+                                  c: learnable curvature, one per dimension (or one scalar)
+    alpha = exp(s),  beta = exp(-s)
+    y     = alpha * x + beta * f(x)
+
+|s| <= |c|, so exp(-|c|) <= alpha, beta <= exp(|c|) and alpha * beta = 1. With c = 0
+(the default) alpha = beta = 1 exactly and the gate is the plain residual y = x + f(x),
+so dropping it into a pretrained model changes nothing until training moves c.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from vectorgate._checks import check_floating, check_last_dim
+from vectorgate.base import ResidualGate
+from vectorgate.functional import exp_gated_residual
+from vectorgate.kernels.reference import compute_dtype
+
+__all__ = ["GateOutput", "LowRankProjection", "VectorGate"]
+
+
+class GateOutput(NamedTuple):
+    """The gates for one input; each has the shape of that input, ``(..., d)``."""
+
+    alpha: Tensor
+    """Gate on the residual stream, ``exp(s)``."""
+    beta: Tensor
+    """Gate on the branch, ``exp(-s)``."""
+    s: Tensor
+    """Log-gate ``c * tanh(g(x))``, bounded by ``|c|``."""
+
+
+class LowRankProjection(nn.Module):
+    """``g(x) = up(down(x))``: a rank-``r`` projection ``d -> r -> d`` (2dr + d parameters)."""
+
+    def __init__(
+        self, dim: int, rank: int, *, bias: bool = True, device=None, dtype=None
+    ) -> None:
+        super().__init__()
+        self.down = nn.Linear(dim, rank, bias=False, device=device, dtype=dtype)
+        self.up = nn.Linear(rank, dim, bias=bias, device=device, dtype=dtype)
+
+    def reset_parameters(self) -> None:
+        self.down.reset_parameters()
+        self.up.reset_parameters()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.up(self.down(x))
+
+
+class VectorGate(ResidualGate):
+    """Per-dimension exponential gate ``alpha = exp(s)``, ``beta = exp(-s)``, ``s = c * tanh(g(x))``.
+
+    Args:
+        dim: feature dimension d of the residual stream.
+        rank: if given, g is low-rank (``d -> rank -> d``); by default g is a full
+            ``d x d`` linear map.
+        curvature: ``"vector"`` for one learnable bound per dimension (the method), or
+            ``"scalar"`` for one shared bound (the xLSTM-style ablation).
+        init_curvature: initial value of every entry of c. The default 0.0 makes the gate
+            exactly the identity residual (alpha = beta = 1).
+        max_curvature: if given, c is soft-capped as ``cap * tanh(c_raw / cap)`` so that
+            ``|c| < cap`` always; the stored parameter is the raw value.
+        bias: whether g has a bias.
+        device: device of the parameters.
+        dtype: dtype of the parameters.
+
+    Shapes:
+        ``forward(x)``: x ``(..., d)`` -> :class:`GateOutput` of three ``(..., d)`` tensors,
+        in x's dtype. ``residual(x, f_x)``: x, f_x ``(..., d)`` -> y ``(..., d)``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        rank: int | None = None,
+        curvature: Literal["vector", "scalar"] = "vector",
+        init_curvature: float = 0.0,
+        max_curvature: float | None = None,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim must be a positive int, got {dim!r}")
+        if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
+            raise ValueError(f"rank must be None or a positive int, got {rank!r}")
+        if curvature not in ("vector", "scalar"):
+            raise ValueError(f"curvature must be 'vector' or 'scalar', got {curvature!r}")
+        if not math.isfinite(float(init_curvature)):
+            raise ValueError(f"init_curvature must be finite, got {init_curvature!r}")
+        if max_curvature is not None:
+            if not (math.isfinite(float(max_curvature)) and max_curvature > 0):
+                raise ValueError(f"max_curvature must be None or a positive number, got {max_curvature!r}")
+            if abs(init_curvature) >= max_curvature:
+                raise ValueError(
+                    f"|init_curvature| must be below max_curvature, got init_curvature={init_curvature} "
+                    f"and max_curvature={max_curvature}"
+                )
+        self.dim = dim
+        self.rank = rank
+        self.curvature_mode = curvature
+        self.init_curvature = float(init_curvature)
+        self.max_curvature = None if max_curvature is None else float(max_curvature)
+        factory = {"device": device, "dtype": dtype}
+        if rank is None:
+            self.proj: nn.Module = nn.Linear(dim, dim, bias=bias, **factory)
+        else:
+            self.proj = LowRankProjection(dim, rank, bias=bias, **factory)
+        # Named for what it is: transformers renames parameters called gamma/beta on load.
+        self.curvature = nn.Parameter(torch.empty(dim if curvature == "vector" else 1, **factory))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Re-initialise g (PyTorch's Linear init) and set c to ``init_curvature``."""
+        self.proj.reset_parameters()
+        raw = self.init_curvature
+        if self.max_curvature is not None:
+            raw = self.max_curvature * math.atanh(self.init_curvature / self.max_curvature)
+        with torch.no_grad():
+            self.curvature.fill_(raw)
+
+    @property
+    def num_parameters(self) -> int:
+        """Number of learnable parameters (``d^2 + 2d`` for the default full-rank vector gate)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def effective_curvature(self) -> Tensor:
+        """c as used in the gate: the raw parameter, soft-capped when ``max_curvature`` is set."""
+        c = self.curvature
+        if self.max_curvature is None:
+            return c
+        return self.max_curvature * torch.tanh(c / self.max_curvature)
+
+    def pre_activation(self, x: Tensor) -> Tensor:
+        """z = g(x), shape ``(..., d)``. Checks that x is a floating tensor of shape (..., d)."""
+        check_floating("x", x)
+        check_last_dim("x", x, self.dim)
+        return self.proj(x)
+
+    def gates_from_pre_activation(self, z: Tensor, dtype: torch.dtype | None = None) -> GateOutput:
+        """alpha, beta, s from z = g(x); computed in float32 (float64 for float64 input)."""
+        c = self.effective_curvature()
+        acc = compute_dtype(z, c)
+        s = c.to(acc) * torch.tanh(z.to(acc))
+        out_dtype = dtype or z.dtype
+        return GateOutput(
+            alpha=torch.exp(s).to(out_dtype),
+            beta=torch.exp(-s).to(out_dtype),
+            s=s.to(out_dtype),
+        )
+
+    def forward(self, x: Tensor) -> GateOutput:
+        """Gates for x.
+
+        Args:
+            x: residual input, shape ``(..., d)``.
+
+        Returns:
+            ``GateOutput(alpha, beta, s)``, each ``(..., d)`` in x's dtype.
+        """
+        return self.gates_from_pre_activation(self.pre_activation(x), dtype=x.dtype)
+
+    def residual(self, x: Tensor, f_x: Tensor, z: Tensor | None = None) -> Tensor:
+        """The gated residual ``alpha(x) * x + beta(x) * f_x`` through the fused op.
+
+        Args:
+            x: residual input, shape ``(..., d)``.
+            f_x: branch output, same shape as x.
+            z: optional precomputed ``g(x)`` (saves a projection when the caller has it).
+
+        Returns:
+            y, shape ``(..., d)``.
+        """
+        if z is None:
+            z = self.pre_activation(x)
+        return exp_gated_residual(x, f_x, z, self.effective_curvature())
+
+    def residual_delta(self, x: Tensor, f_x: Tensor, z: Tensor | None = None) -> Tensor:
+        """``y - x`` as ``expm1(s) * x + beta * f_x``: exactly ``f_x`` at c = 0.
+
+        For hosts that add the residual themselves (``x + delta``), e.g. Llama or timm
+        blocks, so that a patched model stays bit-for-bit equal to the original at init.
+        """
+        if z is None:
+            z = self.pre_activation(x)
+        return exp_gated_residual(x, f_x, z, self.effective_curvature(), delta=True)
+
+    def extra_repr(self) -> str:
+        parts = [f"dim={self.dim}"]
+        parts.append("rank=full" if self.rank is None else f"rank={self.rank}")
+        parts.append(f"curvature={self.curvature_mode}")
+        parts.append(f"init_curvature={self.init_curvature:g}")
+        if self.max_curvature is not None:
+            parts.append(f"max_curvature={self.max_curvature:g}")
+        parts.append(f"params={self.num_parameters:,}")
+        return ", ".join(parts)
