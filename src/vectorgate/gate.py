@@ -20,7 +20,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from vectorgate._checks import check_floating, check_last_dim
+from vectorgate._checks import check_floating, check_last_dim, check_same_device
 from vectorgate.base import ResidualGate
 from vectorgate.functional import exp_gated_residual
 from vectorgate.kernels.reference import compute_dtype
@@ -144,9 +144,11 @@ class VectorGate(ResidualGate):
         return self.max_curvature * torch.tanh(c / self.max_curvature)
 
     def pre_activation(self, x: Tensor) -> Tensor:
-        """z = g(x), shape ``(..., d)``. Checks that x is a floating tensor of shape (..., d)."""
+        """z = g(x), shape ``(..., d)``. Checks that x is a floating tensor of shape (..., d)
+        on the gate's device."""
         check_floating("x", x)
         check_last_dim("x", x, self.dim)
+        check_same_device(x=x, gate_parameters=self.curvature)
         return self.proj(x)
 
     def gates_from_pre_activation(self, z: Tensor, dtype: torch.dtype | None = None) -> GateOutput:
