@@ -1,0 +1,147 @@
+"""timm ViT integration: GatedBlock as block_fn, patch_timm_vit on existing models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("timm")
+from timm.layers import RmsNorm, SwiGLU
+from timm.models.vision_transformer import Block, VisionTransformer
+
+from vectorgate import VectorGate
+from vectorgate.integrations.timm import GatedBlock, gated_block_fn, patch_timm_vit
+
+
+def tiny_vit(**kwargs) -> VisionTransformer:
+    cfg = dict(img_size=28, patch_size=7, in_chans=1, num_classes=10, embed_dim=32, depth=2, num_heads=4)
+    cfg.update(kwargs)
+    return VisionTransformer(**cfg)
+
+
+BLOCK_OPTIONS = [
+    pytest.param({}, id="default"),
+    pytest.param({"init_values": 1e-5}, id="layerscale"),
+    pytest.param({"norm_layer": RmsNorm}, id="rmsnorm"),
+    pytest.param({"mlp_layer": SwiGLU, "mlp_ratio": 2.0}, id="swiglu"),
+    pytest.param({"qk_norm": True, "init_values": 0.1}, id="qknorm-layerscale"),
+]
+
+
+@pytest.mark.parametrize("options", BLOCK_OPTIONS)
+def test_patch_is_bit_exact_identity_at_init(options):
+    torch.manual_seed(0)
+    vit = tiny_vit(**options).eval()
+    x = torch.randn(3, 1, 28, 28)
+    expected = vit(x)
+    patch_timm_vit(vit)
+    assert all(isinstance(b, GatedBlock) for b in vit.blocks)
+    assert torch.equal(vit(x), expected)
+
+
+def test_patch_identity_holds_in_training_mode_with_drop_path():
+    torch.manual_seed(0)
+    vit = tiny_vit(drop_path_rate=0.5, init_values=1e-3).train()
+    x = torch.randn(8, 1, 28, 28)
+    torch.manual_seed(1)
+    expected = vit(x)
+    patch_timm_vit(vit)
+    torch.manual_seed(1)  # the same drop-path masks
+    assert torch.equal(vit(x), expected)
+
+
+def test_patch_keeps_weights_and_state_dict_keys():
+    torch.manual_seed(0)
+    vit = tiny_vit(init_values=1e-5)
+    before = vit.state_dict()
+    qkv = vit.blocks[0].attn.qkv.weight
+    patch_timm_vit(vit, rank=4)
+    after = vit.state_dict()
+    assert vit.blocks[0].attn.qkv.weight is qkv  # shared, not copied
+    assert set(before) <= set(after)
+    new_keys = set(after) - set(before)
+    assert new_keys and all(".gate1." in k or ".gate2." in k for k in new_keys)
+    for k, v in before.items():
+        assert torch.equal(after[k], v), k
+    # An original checkpoint loads into the patched model; only gate keys are missing.
+    missing, unexpected = vit.load_state_dict(before, strict=False)
+    assert set(missing) == new_keys and not unexpected
+
+
+@pytest.mark.parametrize("options", BLOCK_OPTIONS)
+def test_block_fn_at_init_equals_timm_block_with_same_weights(options):
+    torch.manual_seed(0)
+    gated = GatedBlock(32, 4, **options).eval()
+    plain = Block(32, 4, **options).eval()
+    missing, unexpected = plain.load_state_dict(gated.state_dict(), strict=False)
+    assert not missing and all(k.startswith(("gate1.", "gate2.")) for k in unexpected)
+    x = torch.randn(2, 17, 32)
+    assert torch.equal(gated(x), plain(x))
+
+
+def test_block_fn_keeps_timm_options():
+    vit = tiny_vit(block_fn=gated_block_fn(rank=4), init_values=1e-4, drop_path_rate=0.2,
+                   mlp_layer=SwiGLU, norm_layer=RmsNorm)
+    block = vit.blocks[-1]
+    assert isinstance(block, GatedBlock)
+    assert torch.allclose(block.ls1.gamma, torch.full((32,), 1e-4))
+    assert block.drop_path2.drop_prob == pytest.approx(0.2)
+    assert isinstance(block.norm1, RmsNorm) and isinstance(block.mlp, SwiGLU)
+    assert isinstance(block.gate1, VectorGate) and block.gate1.rank == 4
+
+
+def test_gate_init_survives_timm_weight_init():
+    # timm's init re-initialises every nn.Linear; the block re-applies the gates' init.
+    vit = tiny_vit(block_fn=gated_block_fn(init_curvature=0.25), weight_init="jax")
+    for block in vit.blocks:
+        assert torch.equal(block.gate1.curvature, torch.full((32,), 0.25))
+    with torch.no_grad():
+        vit.blocks[0].gate2.curvature.fill_(3.0)
+    vit.init_weights(needs_reset=True)
+    assert torch.equal(vit.blocks[0].gate2.curvature, torch.full((32,), 0.25))
+
+
+def test_gated_block_computes_the_gated_residual():
+    torch.manual_seed(0)
+    block = GatedBlock(16, 2, init_values=0.5, gate_kwargs={"init_curvature": 0.7}).eval()
+    x = torch.randn(2, 5, 16)
+    f1 = block.ls1(block.attn(block.norm1(x)))
+    a1, b1, _ = block.gate1(x)
+    h = a1 * x + b1 * f1
+    f2 = block.ls2(block.mlp(block.norm2(h)))
+    a2, b2, _ = block.gate2(h)
+    torch.testing.assert_close(block(x), a2 * h + b2 * f2, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(block(x), h + f2)  # the gates do something at c != 0
+
+
+def test_training_moves_the_gates():
+    torch.manual_seed(0)
+    vit = patch_timm_vit(tiny_vit())
+    opt = torch.optim.AdamW(vit.parameters(), lr=1e-2)
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    for _ in range(2):
+        loss = nn.functional.cross_entropy(vit(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    c = vit.blocks[0].gate1.curvature
+    assert c.grad is not None and torch.isfinite(c.grad).all()
+    assert c.abs().max() > 0
+
+
+def test_patch_errors_are_clear():
+    with pytest.raises(ValueError, match="found no timm"):
+        patch_timm_vit(nn.Sequential(nn.Linear(4, 4)))
+    with pytest.raises(TypeError, match=r"must be a torch\.nn\.Module"):
+        patch_timm_vit("vit")
+    with pytest.raises(TypeError, match="expects a timm"):
+        GatedBlock.from_block(GatedBlock(16, 2))
+    with pytest.raises(ValueError, match="unknown variant"):
+        patch_timm_vit(tiny_vit(), gate="no-such-gate")
+
+
+def test_patching_twice_is_rejected_rather_than_double_gated():
+    vit = patch_timm_vit(tiny_vit())
+    with pytest.raises(ValueError, match="found no timm"):
+        patch_timm_vit(vit)
