@@ -1,0 +1,27 @@
+"""Hugging Face Transformers integration.
+
+- :class:`GatedBertOutput`, :class:`GatedBertSelfOutput`: gated drop-ins for BERT's
+  output modules (``from_module`` keeps the pretrained weights).
+- Families for :func:`vectorgate.patch`: BERT/RoBERTa/ELECTRA/XLM-R/CamemBERT, DistilBERT,
+  GPT-2, Llama/Mistral/Qwen2/Qwen3/Gemma, ViT (see :mod:`.families`).
+- :func:`save_pretrained`, :func:`from_pretrained_patched`: round trips of patched models.
+"""
+
+try:
+    import transformers  # noqa: F401
+except ImportError as err:  # pragma: no cover - exercised only without transformers
+    raise ImportError(
+        "vectorgate.integrations.transformers needs transformers: `pip install vectorgate[transformers]`"
+    ) from err
+
+from vectorgate.integrations.transformers import families
+from vectorgate.integrations.transformers.hub import from_pretrained_patched, save_pretrained
+from vectorgate.integrations.transformers.modules import GatedBertOutput, GatedBertSelfOutput
+
+__all__ = [
+    "GatedBertOutput",
+    "GatedBertSelfOutput",
+    "families",
+    "from_pretrained_patched",
+    "save_pretrained",
+]

@@ -1,0 +1,213 @@
+"""Save and load only the gates of a patched model (PEFT's adapter habit).
+
+A gate directory holds two files:
+
+- ``gates.safetensors``: every gate parameter, keyed by its qualified name in the model
+  (e.g. ``bert.encoder.layer.0.output.gate.curvature``).
+- ``vectorgate_config.json``: what :func:`vectorgate.patch` was called with (family,
+  variant, sites, layers, gate kwargs), the gate dimensions, the model class and the
+  library version, so :func:`load_gates` can re-patch a fresh base model and refuse a
+  model that does not fit.
+
+Both files are written atomically (temporary file + ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from vectorgate.patching import gates, patch, patch_state, unpatch
+
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "load_gates", "read_gate_config", "save_gates"]
+
+WEIGHTS_NAME = "gates.safetensors"
+CONFIG_NAME = "vectorgate_config.json"
+FORMAT_VERSION = 1
+
+
+def _safetensors():
+    try:
+        import safetensors.torch
+    except ImportError as err:
+        raise ImportError(
+            "saving/loading gates needs safetensors: `pip install vectorgate[transformers]`"
+        ) from err
+    return safetensors.torch
+
+
+def _atomic_write(path: pathlib.Path, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_path)`` then move the file into place, so a crash never leaves a
+    half-written file under ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _jsonable_kwargs(gate_kwargs: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in gate_kwargs.items():
+        if key == "device":
+            continue  # where the gates live is the loading model's business
+        if isinstance(value, torch.dtype):
+            value = str(value).removeprefix("torch.")
+        try:
+            json.dumps(value)
+        except TypeError as err:
+            raise TypeError(
+                f"gate kwarg {key}={value!r} cannot be saved to JSON; save_gates supports "
+                "numbers, strings, booleans, None, lists and dtypes"
+            ) from err
+        out[key] = value
+    return out
+
+
+def _restore_kwargs(gate_kwargs: dict[str, Any]) -> dict[str, Any]:
+    out = dict(gate_kwargs)
+    if isinstance(out.get("dtype"), str):
+        out["dtype"] = getattr(torch, out["dtype"])
+    return out
+
+
+def save_gates(model: nn.Module, directory: str | os.PathLike) -> pathlib.Path:
+    """Write the gates of a model patched by :func:`vectorgate.patch` to ``directory``.
+
+    Args:
+        model: the patched model.
+        directory: created if missing; existing gate files in it are replaced.
+
+    Returns:
+        The directory, as a ``pathlib.Path``.
+
+    Raises:
+        ValueError: the model is not patched.
+    """
+    from vectorgate import __version__
+
+    state = patch_state(model)
+    if state is None:
+        raise ValueError(f"{type(model).__name__} is not patched by vectorgate: nothing to save")
+    st = _safetensors()
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for name, gate in gates(model):
+        for p_name, p in gate.state_dict().items():
+            tensors[f"{name}.{p_name}"] = p.detach().to("cpu").contiguous()
+    config = {
+        "format_version": FORMAT_VERSION,
+        "vectorgate_version": __version__,
+        "family": state.family,
+        "variant": state.variant,
+        "sites": list(state.sites),
+        "layers": list(state.layers),
+        "layer_names": list(state.layer_names),
+        "gate_kwargs": _jsonable_kwargs(state.gate_kwargs),
+        "dims": state.dims,
+        "model_class": type(model).__name__,
+        "num_parameters": sum(t.numel() for t in tensors.values()),
+    }
+    _atomic_write(directory / WEIGHTS_NAME, lambda tmp: st.save_file(tensors, tmp, metadata={"format": "pt"}))
+    _atomic_write(
+        directory / CONFIG_NAME,
+        lambda tmp: pathlib.Path(tmp).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n"),
+    )
+    return directory
+
+
+def read_gate_config(directory: str | os.PathLike) -> dict[str, Any]:
+    """The ``vectorgate_config.json`` of a gate directory, as a dict."""
+    path = pathlib.Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no {CONFIG_NAME} in {directory}: not a directory written by save_gates")
+    config = json.loads(path.read_text())
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has format_version {config.get('format_version')!r}; this vectorgate reads {FORMAT_VERSION}"
+        )
+    return config
+
+
+def load_gates(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
+    """Patch ``model`` as recorded in ``directory`` and load the saved gates, bit-exact.
+
+    A model already patched with the same family, variant, sites and layers is loaded into
+    as is. On any error the model is left as it was (a patch done here is undone).
+
+    Args:
+        model: a fresh base model of the same architecture (or one already patched alike).
+        directory: a directory written by :func:`save_gates`.
+
+    Returns:
+        ``model``, patched, with the saved gate values.
+
+    Raises:
+        ValueError: the model does not match what was saved (family, layers, dimensions,
+            or missing/unexpected gate tensors); the message lists the differences.
+    """
+    config = read_gate_config(directory)
+    weights = pathlib.Path(directory) / WEIGHTS_NAME
+    if not weights.is_file():
+        raise FileNotFoundError(f"no {WEIGHTS_NAME} in {directory}")
+    tensors = _safetensors().load_file(str(weights))
+    state = patch_state(model)
+    patched_here = state is None
+    if patched_here:
+        patch(
+            model,
+            sites=config["sites"],
+            layers=config["layers"],
+            variant=config["variant"],
+            family=config["family"],
+            **_restore_kwargs(config["gate_kwargs"]),
+        )
+        state = patch_state(model)
+    try:
+        saved = (config["family"], config["variant"], list(config["sites"]), list(config["layers"]))
+        have = (state.family, state.variant, list(state.sites), list(state.layers))
+        if saved != have:
+            raise ValueError(
+                f"{type(model).__name__} is patched as (family, variant, sites, layers) = {have}, "
+                f"but {directory} holds gates for {saved}"
+            )
+        if state.dims != config["dims"]:
+            diff = {
+                k: (config["dims"].get(k), state.dims.get(k))
+                for k in sorted(set(state.dims) | set(config["dims"]))
+                if config["dims"].get(k) != state.dims.get(k)
+            }
+            raise ValueError(
+                f"the gates in {directory} (saved from a {config['model_class']}) do not fit this "
+                f"{type(model).__name__}: gate -> (saved dim, model dim): {diff}"
+            )
+        expected = {f"{n}.{k}": v for n, g in gates(model) for k, v in g.state_dict().items()}
+        missing = sorted(set(expected) - set(tensors))
+        unexpected = sorted(set(tensors) - set(expected))
+        bad_shape = [k for k in expected.keys() & tensors.keys() if expected[k].shape != tensors[k].shape]
+        if missing or unexpected or bad_shape:
+            raise ValueError(
+                f"{weights} does not match the gates of {type(model).__name__}: missing {missing[:5]}"
+                f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+                f"{'...' if len(unexpected) > 5 else ''}, wrong shape {sorted(bad_shape)[:5]}"
+            )
+        with torch.no_grad():
+            for key, target in expected.items():
+                target.copy_(tensors[key])
+    except BaseException:
+        if patched_here:
+            unpatch(model)
+        raise
+    return model
