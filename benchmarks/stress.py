@@ -50,7 +50,7 @@ class StressConfig:
     init_curvature: float = 0.0
     depth: int = 48
     dim: int = 64
-    hidden: int = 256
+    hidden: int = 128
     context: int = 8
     batch: int = 64
     steps: int = 1000
@@ -305,7 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1000, help="steps per configuration (default 1000)")
     parser.add_argument("--out", default="benchmarks/results/stress.json", help="JSON output path")
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    # One thread by default: on a shared, oversubscribed CPU two OpenMP threads spin-wait on
+    # each other and a step was measured up to 10x slower than with one.
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--only", default=None, help="run only configs whose name contains this")
     args = parser.parse_args(argv)
     if args.steps < 1:
