@@ -1,4 +1,4 @@
-"""timm ViT integration: GatedBlock as block_fn, patch_timm_vit on existing models."""
+"""timm ViT integration: GatedBlock as block_fn, vectorgate.patch() on existing timm ViTs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from timm.layers import RmsNorm, SwiGLU
 from timm.models.vision_transformer import Block, VisionTransformer
 
 from vectorgate import VectorGate
-from vectorgate.integrations.timm import GatedBlock, gated_block_fn, patch_timm_vit
+from vectorgate.integrations.timm import GatedBlock, gated_block_fn
+from vectorgate.io import load_gates, save_gates
+from vectorgate.patching import gates, patch, patch_state, unpatch
 
 
 def tiny_vit(**kwargs) -> VisionTransformer:
@@ -35,8 +37,9 @@ def test_patch_is_bit_exact_identity_at_init(options):
     vit = tiny_vit(**options).eval()
     x = torch.randn(3, 1, 28, 28)
     expected = vit(x)
-    patch_timm_vit(vit)
-    assert all(isinstance(b, GatedBlock) for b in vit.blocks)
+    patch(vit)
+    assert patch_state(vit).family == "timm_vit"
+    assert [n for n, _ in gates(vit)] == [f"blocks.{i}.gate{j}" for i in range(2) for j in (1, 2)]
     assert torch.equal(vit(x), expected)
 
 
@@ -46,7 +49,7 @@ def test_patch_identity_holds_in_training_mode_with_drop_path():
     x = torch.randn(8, 1, 28, 28)
     torch.manual_seed(1)
     expected = vit(x)
-    patch_timm_vit(vit)
+    patch(vit)
     torch.manual_seed(1)  # the same drop-path masks
     assert torch.equal(vit(x), expected)
 
@@ -54,9 +57,9 @@ def test_patch_identity_holds_in_training_mode_with_drop_path():
 def test_patch_keeps_weights_and_state_dict_keys():
     torch.manual_seed(0)
     vit = tiny_vit(init_values=1e-5)
-    before = vit.state_dict()
+    before = {k: v.clone() for k, v in vit.state_dict().items()}
     qkv = vit.blocks[0].attn.qkv.weight
-    patch_timm_vit(vit, rank=4)
+    patch(vit, rank=4)
     after = vit.state_dict()
     assert vit.blocks[0].attn.qkv.weight is qkv  # shared, not copied
     assert set(before) <= set(after)
@@ -117,7 +120,7 @@ def test_gated_block_computes_the_gated_residual():
 
 def test_training_moves_the_gates():
     torch.manual_seed(0)
-    vit = patch_timm_vit(tiny_vit())
+    vit = patch(tiny_vit())
     opt = torch.optim.AdamW(vit.parameters(), lr=1e-2)
     x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
     for _ in range(2):
@@ -131,17 +134,46 @@ def test_training_moves_the_gates():
 
 
 def test_patch_errors_are_clear():
-    with pytest.raises(ValueError, match="found no timm"):
-        patch_timm_vit(nn.Sequential(nn.Linear(4, 4)))
-    with pytest.raises(TypeError, match=r"must be a torch\.nn\.Module"):
-        patch_timm_vit("vit")
-    with pytest.raises(TypeError, match="expects a timm"):
-        GatedBlock.from_block(GatedBlock(16, 2))
+    with pytest.raises(ValueError, match="does not support"):
+        patch(nn.Sequential(nn.Linear(4, 4)))
     with pytest.raises(ValueError, match="unknown variant"):
-        patch_timm_vit(tiny_vit(), gate="no-such-gate")
+        patch(tiny_vit(), variant="no-such-gate")
+    vit = patch(tiny_vit())
+    with pytest.raises(ValueError, match="already patched"):
+        patch(vit)
+    # A ViT built with GatedBlock already has its gates: nothing for patch() to find.
+    with pytest.raises(ValueError, match="does not support"):
+        patch(tiny_vit(block_fn=gated_block_fn()))
 
 
-def test_patching_twice_is_rejected_rather_than_double_gated():
-    vit = patch_timm_vit(tiny_vit())
-    with pytest.raises(ValueError, match="found no timm"):
-        patch_timm_vit(vit)
+def test_patch_selected_sites_and_layers_then_unpatch():
+    torch.manual_seed(0)
+    vit = tiny_vit(depth=3).eval()
+    x = torch.randn(2, 1, 28, 28)
+    expected = vit(x)
+    keys = set(vit.state_dict())
+    patch(vit, sites=("mlp",), layers=[-1], init_curvature=0.5)
+    assert [n for n, _ in gates(vit)] == ["blocks.2.gate2"]
+    assert not torch.allclose(vit(x), expected)
+    unpatch(vit)
+    assert set(vit.state_dict()) == keys
+    assert torch.equal(vit(x), expected)
+
+
+def test_patched_gates_load_into_a_block_fn_model_and_back(tmp_path):
+    # patch() and block_fn name the gates alike, so trained gates move between the two.
+    torch.manual_seed(0)
+    patched = patch(tiny_vit(init_values=0.1), init_curvature=0.3, rank=4).eval()
+    with torch.no_grad():
+        for _, g in gates(patched):
+            g.curvature.uniform_(-1, 1)
+    built = tiny_vit(init_values=0.1, block_fn=gated_block_fn(rank=4)).eval()
+    built.load_state_dict(patched.state_dict())
+    x = torch.randn(2, 1, 28, 28)
+    torch.testing.assert_close(built(x), patched(x), rtol=0, atol=0)
+    # save_gates / load_gates onto a fresh copy of the base model
+    save_gates(patched, tmp_path)
+    fresh = tiny_vit(init_values=0.1).eval()
+    fresh.load_state_dict({k: v for k, v in patched.state_dict().items() if ".gate" not in k})
+    load_gates(fresh, tmp_path)
+    assert torch.equal(fresh(x), patched(x))

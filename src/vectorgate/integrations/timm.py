@@ -1,23 +1,26 @@
 """timm Vision Transformers with gated residuals.
 
-Two ways in, both built on timm's own ``Block`` (attention, MLP, LayerScale, drop path
-and norm layers are timm's modules, configured by timm's arguments):
+Two ways in, both on timm's own ``Block`` (attention, MLP, LayerScale, drop path and norm
+layers stay timm's modules, configured by timm's arguments):
 
 - **New models**: :class:`GatedBlock` is a ``block_fn`` for
   ``timm.models.vision_transformer.VisionTransformer``::
 
       vit = VisionTransformer(..., block_fn=gated_block_fn(init_curvature=0.0))
 
-- **Existing models** (e.g. one you trained or loaded): :func:`patch_timm_vit` replaces
-  every plain ``Block`` by a :class:`GatedBlock` that reuses the block's own submodules
-  (weights kept, no copy) and adds two gates. At c = 0 the patched model's output is
-  bit-for-bit the original's.
+- **Existing models** (one you trained or loaded): ``vectorgate.patch(vit)`` finds every
+  plain ``Block`` through the :class:`TimmViTFamily` registered here and gates it in place
+  (weights kept, reversible with ``vectorgate.unpatch``, ``save_gates``/``load_gates``
+  work). At c = 0 the patched model's output is bit-for-bit the original's.
+
+Both give the same parameter names (``blocks.<i>.gate1.*`` for attention, ``gate2.*`` for
+the MLP), so gates trained one way load into a model built the other way.
 
 Inside a block timm computes ``x = x + drop_path(ls(branch(norm(x))))``. The gated block
-keeps the host's ``x + ...`` and feeds it the gate's *delta*
-(``VectorGate.residual_delta = expm1(s) * x + exp(-s) * f``), which is exactly ``f`` at
-c = 0, so identity at init holds to the bit. Drop path is applied to the whole delta: a
-dropped sample skips the block entirely (``y = x``), which is what stochastic depth means.
+keeps the host's ``x + ...`` and hands it the gate's *delta*
+(``residual_delta = expm1(s) * x + exp(-s) * f``), which is exactly ``f`` at c = 0, so
+identity at init holds to the bit. Drop path acts on the whole delta: a dropped sample
+skips the block entirely (``y = x``), which is what stochastic depth means.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from vectorgate.base import ResidualGate
+from vectorgate.patching import AddModule, Change, Family, GateBranchOutput, register_family
 from vectorgate.variants import build_gate
 
 try:
@@ -38,7 +42,7 @@ except ImportError as err:  # pragma: no cover - exercised only without timm
         "vectorgate.integrations.timm needs timm: `pip install vectorgate[timm]`"
     ) from err
 
-__all__ = ["GatedBlock", "gated_block_fn", "patch_timm_vit"]
+__all__ = ["GatedBlock", "TimmViTFamily", "gated_block_fn"]
 
 
 def _build_gate_pair(
@@ -101,43 +105,6 @@ class GatedBlock(Block):
             dim, gate, gate_kwargs, block_kwargs.get("device"), block_kwargs.get("dtype")
         )
 
-    @classmethod
-    def from_block(
-        cls, block: Block, *, gate: str = "vectorgate", **gate_kwargs: Any
-    ) -> GatedBlock:
-        """A GatedBlock that shares ``block``'s submodules (same weights, no copy) plus new gates.
-
-        Args:
-            block: a plain ``timm.models.vision_transformer.Block`` (not a subclass: those
-                have their own ``forward``, which this class would silently replace).
-            gate: name of the residual variant.
-            **gate_kwargs: keyword arguments for that variant.
-
-        Returns:
-            The new block; the gates are created on the device and in the dtype of
-            ``block``'s first parameter.
-        """
-        if type(block) is not Block:
-            raise TypeError(
-                "GatedBlock.from_block expects a timm.models.vision_transformer.Block, "
-                f"got {type(block).__module__}.{type(block).__qualname__}"
-            )
-        new = cls.__new__(cls)
-        nn.Module.__init__(new)
-        # Take over the block's plain attributes and children; fresh containers so that
-        # adding the gates below leaves the original block untouched.
-        for key, value in block.__dict__.items():
-            if key not in ("_modules", "_parameters", "_buffers"):
-                new.__dict__.setdefault(key, value)
-        new._modules.update(block._modules)
-        new._parameters.update(block._parameters)
-        new._buffers.update(block._buffers)
-        ref = next(block.parameters(), None)
-        device = None if ref is None else ref.device
-        dtype = None if ref is None else ref.dtype
-        new.gate1, new.gate2 = _build_gate_pair(_block_dim(block), gate, gate_kwargs, device, dtype)
-        return new
-
     def init_weights(self) -> None:
         """Re-apply the gates' own init after timm's ``init_weights`` visited their Linears.
 
@@ -173,42 +140,39 @@ def gated_block_fn(gate: str = "vectorgate", **gate_kwargs: Any) -> Callable[...
     return functools.partial(GatedBlock, gate=gate, gate_kwargs=gate_kwargs)
 
 
-def patch_timm_vit(model: nn.Module, *, gate: str = "vectorgate", **gate_kwargs: Any) -> nn.Module:
-    """Gate both residuals of every plain timm ``Block`` inside ``model``, in place.
+#: site -> (norm, layer scale, gate attribute) of a timm Block, in forward order.
+_SITES: dict[str, tuple[str, str, str]] = {
+    "attention": ("norm1", "ls1", "gate1"),
+    "mlp": ("norm2", "ls2", "gate2"),
+}
 
-    Each block is replaced on its parent by :meth:`GatedBlock.from_block`, which keeps the
-    block's own modules and weights; the original state dict keys are unchanged and the
-    gates add ``<block>.gate1.*`` / ``<block>.gate2.*``. At c = 0 (the default) the output
-    is bit-for-bit unchanged.
 
-    Args:
-        model: a module containing ``timm.models.vision_transformer.Block`` instances
-            (typically a ``VisionTransformer``).
-        gate: name of the residual variant.
-        **gate_kwargs: keyword arguments for that variant.
+@register_family
+class TimmViTFamily(Family):
+    """``vectorgate.patch()`` support for timm ViTs: every plain ``vision_transformer.Block``.
 
-    Returns:
-        ``model`` itself.
-
-    Raises:
-        ValueError: if ``model`` holds no plain ``Block`` (nothing would be gated).
+    Per site, a forward pre-hook on the block's norm (``norm1``/``norm2``) captures the
+    residual stream x and a forward hook on its LayerScale (``ls1``/``ls2``, an
+    ``nn.Identity`` without ``init_values``) returns the gate's delta instead, so the
+    block's own drop path and ``x + ...`` run unchanged, exactly as in :class:`GatedBlock`.
+    The gates become ``block.gate1`` / ``block.gate2``. Block subclasses (``ResPostBlock``,
+    ``ParallelScalingBlock``, ...) have other forwards and are not matched.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    targets = [
-        (name, module)
-        for name, module in model.named_modules()
-        if type(module) is Block and name  # the root itself cannot be replaced on a parent
-    ]
-    if not targets:
-        found = sorted({type(m).__name__ for m in model.modules() if isinstance(m, Block)})
-        hint = f" (found Block subclasses {found}, which have their own forward)" if found else ""
-        raise ValueError(
-            f"patch_timm_vit found no timm.models.vision_transformer.Block in "
-            f"{type(model).__name__}{hint}"
-        )
-    for name, block in targets:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, GatedBlock.from_block(block, gate=gate, **gate_kwargs))
-    return model
+
+    name = "timm_vit"
+    description = "timm Vision Transformers (timm.models.vision_transformer.Block)"
+    sites = ("attention", "mlp")
+
+    def find_layers(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
+        return [(n, m) for n, m in model.named_modules() if type(m) is Block]
+
+    def site_dim(self, layer: nn.Module, site: str) -> int:
+        return _block_dim(layer)
+
+    def changes(self, layer: nn.Module, gates: dict[str, ResidualGate]) -> list[Change]:
+        out: list[Change] = []
+        for site, gate in gates.items():
+            norm, scale, attr = _SITES[site]
+            out.append(AddModule(layer, attr, gate))
+            out.append(GateBranchOutput(getattr(layer, scale), gate, capture=getattr(layer, norm)))
+        return out
