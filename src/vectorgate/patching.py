@@ -54,6 +54,7 @@ __all__ = [
     "patch",
     "patch_state",
     "register_family",
+    "reset_gates",
     "unpatch",
 ]
 
@@ -61,6 +62,7 @@ __all__ = [
 #: dependency is not installed is skipped (its models cannot exist then).
 FAMILY_MODULES: list[str] = [
     "vectorgate.integrations.transformers",
+    "vectorgate.integrations.timm",
 ]
 
 #: name -> family instance, filled by :func:`register_family`.
@@ -468,6 +470,25 @@ def gates(model: nn.Module) -> Iterator[tuple[str, ResidualGate]]:
                 continue
             seen.append(name)
             yield name, module
+
+
+def reset_gates(model: nn.Module) -> int:
+    """Re-apply every gate's own initialisation (``reset_parameters``); returns how many.
+
+    Needed after transformers initialised weights it did not load: a ``PreTrainedModel``
+    subclass that builds gates in ``__init__`` and is loaded with ``from_pretrained``
+    gets its gate parameters allocated but never initialised (transformers' ``_init_weights``
+    does not know them: the curvature can come out as NaN or garbage), and
+    ``model.init_weights()`` re-draws the gates' Linear layers with the backbone's init.
+    """
+    n = 0
+    for _, gate in gates(model):
+        reset = getattr(gate, "reset_parameters", None)
+        if not callable(reset):
+            raise TypeError(f"{type(gate).__name__} has no reset_parameters() to re-initialise it")
+        reset()
+        n += 1
+    return n
 
 
 def _gate_param_names(model: nn.Module) -> set[str]:
