@@ -329,6 +329,8 @@ def test_bad_mask_type_raises(mask):
     [
         (["enc.layer.0.attn.gate", "enc.layer.0.ffn.gate", "enc.layer.1.attn.gate"],
          ["0.attn", "0.ffn", "1.attn"]),
+        (["b.layer.0.attention.output.gate", "b.layer.0.output.gate", "b.layer.1.output.gate"],
+         ["0.attention.output", "0.output", "1.output"]),
         (["0.gate", "1.gate"], ["0", "1"]),
         (["a.b.gate"], ["b.gate"]),
         (["x", "y.z"], ["x", "y.z"]),

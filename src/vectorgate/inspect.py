@@ -266,7 +266,9 @@ def short_names(names: Sequence[str]) -> list[str]:
     """Drop the dotted prefix and suffix that all names share, for labels.
 
     ``["bert.encoder.layer.0.attention.output.gate", "bert.encoder.layer.0.output.gate"]``
-    -> ``["0.attention.output", "0.output"]``. A single name keeps its last two parts.
+    -> ``["0.attention.output", "0.output"]`` (a shared suffix is kept where dropping it
+    would leave a bare layer number beside longer labels). A single name keeps its last
+    two parts.
     """
     parts = [n.split(".") for n in names]
     if len(parts) <= 1:
@@ -277,6 +279,13 @@ def short_names(names: Sequence[str]) -> list[str]:
     suf = 0
     while all(len(p) > pre + suf + 1 for p in parts) and len({p[-1 - suf] for p in parts}) == 1:
         suf += 1
+    # Give back suffix parts while a label would be a bare layer number beside labels that
+    # are not (BERT: "0.attention.output" and "0.output", not "0.attention" and "0").
+    def bare(k: int) -> list[bool]:
+        return [all(x.isdigit() for x in p[pre : len(p) - k]) for p in parts]
+
+    while suf > 0 and any(bare(suf)) and not all(bare(suf)):
+        suf -= 1
     return [".".join(p[pre : len(p) - suf]) for p in parts]
 
 

@@ -167,9 +167,9 @@ def plot_s_distribution(stats: Mapping[str, GateStats], path: str | pathlib.Path
     ax.set_xlim(-0.7, len(labels) - 0.3)
     ax.set_xlabel("gate (layer.site, in model order)")
     ax.set_ylabel("s = c·tanh(g(x))   (alpha = e^s, beta = e^-s)")
-    total = sum(st.tokens for st in stats.values())
+    total = max(st.tokens for st in stats.values())
     ax.set_title(
-        f"Distribution of s per gate ({total:,} token positions, all dimensions)\n"
+        f"Distribution of s per gate (up to {total:,} token positions x all dimensions)\n"
         "s > 0: residual kept, branch damped; s < 0: the opposite\n"
         "black: mean s; grey: ±max|c|, the reachable range",
         fontsize=10,

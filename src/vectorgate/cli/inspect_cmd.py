@@ -1,0 +1,96 @@
+"""``vectorgate inspect``: load a base model plus saved gates, run text, summarise and plot.
+
+    vectorgate inspect --base minilm --gates runs/gates --text "a fine film" --output-dir out
+
+prints the per-gate summary and writes ``summary.txt``, ``gate_stats.json``,
+``curvature.png``, ``s_distribution.png`` and ``token_beta.png`` into the output folder
+(see :func:`vectorgate.inspect.write_report`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+
+HELP = (
+    "Load a Hugging Face base model and gates saved by save_gates, run text through it, "
+    "print per-gate statistics of s/alpha/beta and write plots."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--base", required=True,
+        help="the base model: a folder or hub id for from_pretrained, or 'minilm' for the "
+             "bundled all-MiniLM-L6-v2 (vectorgate.assets.minilm_path())",
+    )
+    parser.add_argument("--gates", required=True, help="folder written by vectorgate save_gates")
+    parser.add_argument("--text", action="append", default=[], help="a sentence to run (repeatable)")
+    parser.add_argument("--file", type=pathlib.Path, help="a text file, one sentence per line")
+    parser.add_argument("--output-dir", type=pathlib.Path, required=True, help="folder for plots and JSON")
+    parser.add_argument("--tokenizer", help="tokenizer folder or id (default: --base)")
+    parser.add_argument(
+        "--token-text", help="sentence for the per-token beta plot (default: the first sentence)"
+    )
+    parser.add_argument("--batch-size", type=int, default=16, help="sentences per forward pass (default 16)")
+    parser.add_argument("--max-length", type=int, default=128, help="truncate to this many tokens (default 128)")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+
+
+def _texts(args: argparse.Namespace) -> list[str]:
+    texts = list(args.text)
+    if args.file is not None:
+        if not args.file.is_file():
+            raise SystemExit(f"--file {args.file}: no such file")
+        texts += [ln.strip() for ln in args.file.read_text().splitlines() if ln.strip()]
+    if not texts:
+        raise SystemExit("give some text: --text \"...\" (repeatable) and/or --file lines.txt")
+    return texts
+
+
+def _load_model(base: str, model_class: str | None):
+    """Instantiate the class the gates were saved from (so gate names match), else AutoModel."""
+    try:
+        import transformers
+    except ImportError as err:
+        raise SystemExit(
+            "vectorgate inspect needs transformers: `pip install vectorgate[transformers]`"
+        ) from err
+    transformers.logging.set_verbosity_error()  # a task head missing from --base is expected
+    cls = getattr(transformers, model_class or "", None)
+    if not (isinstance(cls, type) and hasattr(cls, "from_pretrained")):
+        cls = transformers.AutoModel
+    return cls.from_pretrained(base), transformers
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.batch_size < 1 or args.max_length < 2:
+        raise SystemExit(
+            f"--batch-size must be >= 1 and --max-length >= 2, got {args.batch_size} and {args.max_length}"
+        )
+    texts = _texts(args)
+    from vectorgate.assets import minilm_path
+    from vectorgate.inspect import write_report
+    from vectorgate.io import load_gates, read_gate_config
+
+    base = minilm_path() if args.base == "minilm" else args.base
+    try:
+        config = read_gate_config(args.gates)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"--gates {args.gates}: {err}") from err
+    model, transformers = _load_model(base, config.get("model_class"))
+    tokenizer = transformers.AutoTokenizer.from_pretrained(args.tokenizer or base)
+    try:
+        load_gates(model, args.gates)
+    except ValueError as err:
+        raise SystemExit(f"the gates in {args.gates} do not fit {base}: {err}") from err
+    model.to(args.device)
+    rec = write_report(
+        model, tokenizer, texts, args.output_dir, batch_size=args.batch_size,
+        max_length=args.max_length, token_text=args.token_text,
+    )
+    print(f"{len(texts)} sentence(s) through {type(model).__name__} from {base} with gates from {args.gates}")
+    print(rec.summary())
+    written = ", ".join(sorted(p.name for p in args.output_dir.iterdir()))
+    print(f"wrote to {args.output_dir}: {written}")
+    return 0
