@@ -56,11 +56,15 @@ def _load_model(base: str, model_class: str | None):
         raise SystemExit(
             "vectorgate inspect needs transformers: `pip install vectorgate[transformers]`"
         ) from err
-    transformers.logging.set_verbosity_error()  # a task head missing from --base is expected
     cls = getattr(transformers, model_class or "", None)
     if not (isinstance(cls, type) and hasattr(cls, "from_pretrained")):
         cls = transformers.AutoModel
-    return cls.from_pretrained(base), transformers
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # a task head missing from --base is expected
+    try:
+        return cls.from_pretrained(base), transformers
+    finally:
+        transformers.logging.set_verbosity(verbosity)
 
 
 def run(args: argparse.Namespace) -> int:
