@@ -316,3 +316,239 @@ def test_bad_cli_arguments(argv, message, capsys):
     err = capsys.readouterr().err + str(exc.value.code)
     assert exc.value.code != 0
     assert message in err
+
+
+# --- patch(), save_gates(), load_gates(): errors leave models and files as they were --------
+
+TINY_BERT = {"num_hidden_layers": 2, "hidden_size": 32, "intermediate_size": 64,
+             "num_attention_heads": 4, "vocab_size": 128}
+
+
+def _tiny(kind: str = "bert", **overrides) -> nn.Module:
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    if kind == "gpt2":
+        config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=128)
+        return transformers.GPT2Model(config).eval()
+    return transformers.BertModel(transformers.BertConfig(**{**TINY_BERT, **overrides})).eval()
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """State dict plus module types: a patch that was half applied changes one or the other."""
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["__modules__"] = [f"{n}:{type(m).__name__}" for n, m in model.named_modules()]
+    return state
+
+
+def _assert_unchanged(model: nn.Module, before: dict) -> None:
+    after = _snapshot(model)
+    assert after["__modules__"] == before["__modules__"]
+    assert after.keys() == before.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before if k != "__modules__")
+
+
+@pytest.fixture
+def saved_gates(tmp_path):
+    """A tiny BERT patched with live gates, saved to ``tmp_path / "gates"``."""
+    from vectorgate.io import save_gates
+    from vectorgate.patching import gates, patch
+
+    model = patch(_tiny(), init_curvature=0.2)
+    with torch.no_grad():
+        for _, gate in gates(model):
+            gate.curvature.uniform_(-0.5, 0.5)
+    return save_gates(model, tmp_path / "gates")
+
+
+def test_patch_on_an_unsupported_model_names_the_families():
+    from vectorgate.patching import patch
+
+    model = nn.Sequential(nn.Linear(D, D), nn.ReLU())
+    before = _snapshot(model)
+    with pytest.raises(ValueError, match=r"(?i)supported families"):
+        patch(model)
+    _assert_unchanged(model, before)
+
+
+def test_patch_twice_is_refused_and_the_first_patch_kept():
+    from vectorgate.patching import is_patched, patch
+
+    model = patch(_tiny())
+    before = _snapshot(model)
+    with pytest.raises(ValueError, match=r"already patched by vectorgate.*unpatch"):
+        patch(model, init_curvature=0.5)
+    _assert_unchanged(model, before)
+    assert is_patched(model)
+
+
+def test_patch_with_a_bad_gate_argument_leaves_the_model_alone():
+    from vectorgate.patching import is_patched, patch
+
+    model = _tiny()
+    before = _snapshot(model)
+    with pytest.raises(ValueError, match="init_curvature must be finite"):
+        patch(model, init_curvature=math.nan)
+    _assert_unchanged(model, before)
+    assert not is_patched(model)
+
+
+def test_save_gates_of_an_unpatched_model_writes_nothing(tmp_path):
+    from vectorgate.io import save_gates
+
+    with pytest.raises(ValueError, match="not patched by vectorgate: nothing to save"):
+        save_gates(_tiny(), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_save_gates_crash_mid_write_keeps_the_previous_file(saved_gates, monkeypatch):
+    import safetensors.torch
+
+    from vectorgate.io import WEIGHTS_NAME, save_gates
+    from vectorgate.patching import patch
+
+    old = (saved_gates / WEIGHTS_NAME).read_bytes()
+
+    def crash(tensors, path, metadata=None):  # writes half a file, then dies
+        with open(path, "wb") as fh:
+            fh.write(b"\x00" * 100)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_gates(patch(_tiny(), init_curvature=0.7), saved_gates)
+    assert (saved_gates / WEIGHTS_NAME).read_bytes() == old
+    assert sorted(p.name for p in saved_gates.iterdir()) == sorted(
+        ["gates.safetensors", "vectorgate_config.json"]
+    )  # no temporary file left behind
+
+
+def test_load_gates_round_trip_is_bit_exact(saved_gates):
+    from vectorgate.io import load_gates
+    from vectorgate.patching import gates
+
+    model = load_gates(_tiny(), saved_gates)
+    import safetensors.torch
+
+    saved = safetensors.torch.load_file(str(saved_gates / "gates.safetensors"))
+    loaded = {f"{n}.{k}": v for n, g in gates(model) for k, v in g.state_dict().items()}
+    assert loaded.keys() == saved.keys()
+    assert all(torch.equal(loaded[k], saved[k]) for k in saved)
+
+
+def test_load_gates_from_another_model_size(saved_gates):
+    from vectorgate.io import load_gates
+    from vectorgate.patching import is_patched
+
+    model = _tiny(hidden_size=48, intermediate_size=96)
+    before = _snapshot(model)
+    with pytest.raises(ValueError, match=r"do not fit this BertModel.*\(32, 48\)"):
+        load_gates(model, saved_gates)
+    _assert_unchanged(model, before)
+    assert not is_patched(model)
+
+
+def test_load_gates_from_another_model_family(saved_gates):
+    from vectorgate.io import load_gates
+    from vectorgate.patching import is_patched
+
+    model = _tiny("gpt2")
+    before = _snapshot(model)
+    with pytest.raises(ValueError, match=r"family 'bert' found no layers in GPT2Model"):
+        load_gates(model, saved_gates)
+    _assert_unchanged(model, before)
+    assert not is_patched(model)
+
+
+def test_load_gates_into_a_model_patched_differently_keeps_its_gates(saved_gates):
+    from vectorgate.io import load_gates
+    from vectorgate.patching import patch
+
+    model = patch(_tiny(), sites=["mlp"], init_curvature=0.3)
+    before = _snapshot(model)
+    with pytest.raises(ValueError, match=r"is patched as .*'mlp'.* but .* holds gates for"):
+        load_gates(model, saved_gates)
+    _assert_unchanged(model, before)
+
+
+def test_load_gates_with_a_missing_weights_file(saved_gates):
+    from vectorgate.io import load_gates
+
+    (saved_gates / "gates.safetensors").unlink()
+    model = _tiny()
+    before = _snapshot(model)
+    with pytest.raises(FileNotFoundError, match=r"no gates\.safetensors in"):
+        load_gates(model, saved_gates)
+    _assert_unchanged(model, before)
+
+
+def test_load_gates_from_a_config_of_a_newer_format(saved_gates):
+    import json
+
+    from vectorgate.io import CONFIG_NAME, load_gates
+
+    path = saved_gates / CONFIG_NAME
+    config = json.loads(path.read_text())
+    path.write_text(json.dumps({**config, "format_version": 2, "vectorgate_version": "9.0.0"}))
+    model = _tiny()
+    before = _snapshot(model)
+    with pytest.raises(ValueError, match="has format_version 2; this vectorgate reads 1"):
+        load_gates(model, saved_gates)
+    _assert_unchanged(model, before)
+
+
+def test_load_gates_with_a_tensor_of_the_wrong_shape(saved_gates):
+    import safetensors.torch
+
+    from vectorgate.io import WEIGHTS_NAME, load_gates
+    from vectorgate.patching import is_patched
+
+    path = saved_gates / WEIGHTS_NAME
+    tensors = safetensors.torch.load_file(str(path))
+    key = next(k for k in tensors if k.endswith("curvature"))
+    tensors[key] = torch.zeros(3)
+    safetensors.torch.save_file(tensors, str(path))
+    model = _tiny()
+    before = _snapshot(model)
+    with pytest.raises(ValueError, match=rf"wrong shape \['{key}'\]"):
+        load_gates(model, saved_gates)
+    _assert_unchanged(model, before)
+    assert not is_patched(model)
+
+
+CORRUPTIONS = {
+    "truncated-weights": ("gates.safetensors", lambda b: b[: len(b) // 2]),
+    "garbage-weights": ("gates.safetensors", lambda b: b"not a safetensors file"),
+    "garbage-config": ("vectorgate_config.json", lambda b: b"{not json"),
+}
+
+
+@pytest.mark.parametrize("corruption", list(CORRUPTIONS))
+def test_corrupted_gate_files_raise_and_leave_the_model_alone(saved_gates, corruption):
+    from vectorgate.io import load_gates
+    from vectorgate.patching import is_patched
+
+    name, corrupt = CORRUPTIONS[corruption]
+    path = saved_gates / name
+    path.write_bytes(corrupt(path.read_bytes()))
+    model = _tiny()
+    before = _snapshot(model)
+    with pytest.raises(Exception):  # noqa: B017 - see the message test below for what is raised
+        load_gates(model, saved_gates)
+    _assert_unchanged(model, before)
+    assert not is_patched(model)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="io.py passes safetensors' and json's own errors through: they name neither the "
+    "file nor what was expected (reported to the lead; remove this mark once fixed)",
+)
+@pytest.mark.parametrize("corruption", list(CORRUPTIONS))
+def test_corrupted_gate_files_error_names_the_file(saved_gates, corruption):
+    from vectorgate.io import load_gates
+
+    name, corrupt = CORRUPTIONS[corruption]
+    path = saved_gates / name
+    path.write_bytes(corrupt(path.read_bytes()))
+    with pytest.raises(ValueError, match=name):
+        load_gates(_tiny(), saved_gates)
