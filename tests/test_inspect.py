@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -338,3 +339,24 @@ def test_bad_mask_type_raises(mask):
 )
 def test_short_names(names, expected):
     assert short_names(names) == expected
+
+
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))],
+)
+def test_state_stays_on_the_gates_device(device):
+    cpu_model = _stack(depth=2, dtype=torch.float32)
+    model = copy.deepcopy(cpu_model).to(device)
+    x, mask = torch.randn(2, 5, DIM), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    rec, reference = GateRecorder(model), GateRecorder(cpu_model)
+    with rec, rec.masked(mask.to(device)):
+        model(x.to(device))
+    with reference, reference.masked(mask):
+        cpu_model(x)
+    assert all(acc.state["mean"].device.type == device for acc in rec._acc.values())
+    expected = reference.stats()
+    for name, st in rec.stats().items():
+        assert st.mean.device.type == "cpu" and st.tokens == 8
+        torch.testing.assert_close(st.mean, expected[name].mean, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(st.std, expected[name].std, atol=1e-5, rtol=1e-4)
