@@ -306,6 +306,12 @@ def test_failed_forward_leaves_the_gate_unchanged():
         (["demo", "--dim", "abc"], "invalid int value: 'abc'"),
         (["no-such-command"], "invalid choice: 'no-such-command'"),
         (["demo", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+        (["inspect", "--base", "minilm", "--output-dir", "o"], "the following arguments are required: --gates"),
+        (["inspect", "--base", "minilm", "--gates", "g", "--output-dir", "o", "--text", "hi",
+          "--batch-size", "0"], "--batch-size must be >= 1"),
+        (["inspect", "--base", "minilm", "--gates", "g", "--output-dir", "o"], "give some text"),
+        (["inspect", "--base", "minilm", "--gates", "/no/such/dir", "--output-dir", "o",
+          "--text", "hi"], "--gates /no/such/dir: no vectorgate_config.json"),
     ],
 )
 def test_bad_cli_arguments(argv, message, capsys):
