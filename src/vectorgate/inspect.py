@@ -203,41 +203,45 @@ class _Accumulator:
     def update(self, z: Tensor, c: Tensor, keep: Tensor | None) -> Tensor:
         """Add one call. z ``(..., d)``; c ``(d,)`` or ``(1,)``; keep bool ``z.shape[:-1]`` or None.
 
-        Returns s ``(..., d)`` in float32, for optional per-token capture.
+        Masked and non-finite values are weighted out rather than indexed away, so that no
+        shape depends on the data (boolean indexing would cost a host sync on a GPU).
+
+        Returns:
+            s ``(..., d)`` in float64 on z's device, for optional per-token capture.
         """
         if self.state is None:
             self.state = self._init_state(z.device)
         st = self.state
         self.calls += 1
         c64 = c.detach().to(device=z.device, dtype=torch.float64)
-        t = torch.tanh(z.detach().to(torch.float64))
-        s_full = c64 * t
-        s, t = s_full.reshape(-1, self.dim), t.reshape(-1, self.dim)
-        if keep is not None:
-            s, t = s[keep.reshape(-1)], t[keep.reshape(-1)]
-        if s.shape[0] == 0:  # every position masked out
-            return s_full.float()
+        t_full = torch.tanh(z.detach().to(torch.float64))
+        s_full = c64 * t_full
+        s, t = s_full.reshape(-1, self.dim), t_full.reshape(-1, self.dim)
+        if s.shape[0] == 0:  # an empty input
+            return s_full
         finite = torch.isfinite(s)
-        st["nonfinite"] += (~finite).sum()
-        s0 = torch.where(finite, s, 0.0)
-        n_b = finite.sum(0, dtype=torch.float64)
+        valid = finite if keep is None else finite & keep.reshape(-1, 1)
+        st["nonfinite"] += (~finite if keep is None else ~finite & keep.reshape(-1, 1)).sum()
+        w = valid.to(torch.float64)
+        s0 = torch.where(valid, s, 0.0)
+        n_b = w.sum(0)
         mean_b = s0.sum(0) / n_b.clamp(min=1)
-        m2_b = torch.where(finite, (s0 - mean_b) ** 2, 0.0).sum(0)
+        m2_b = (w * (s0 - mean_b) ** 2).sum(0)
         n_a, n = st["count"], st["count"] + n_b
         delta = mean_b - st["mean"]
         st["mean"] += delta * n_b / n.clamp(min=1)
         st["m2"] += m2_b + delta**2 * n_a * n_b / n.clamp(min=1)
         st["count"] = n
-        st["min"] = torch.minimum(st["min"], torch.where(finite, s, math.inf).amin(0))
-        st["max"] = torch.maximum(st["max"], torch.where(finite, s, -math.inf).amax(0))
-        st["sum_alpha"] += torch.where(finite, torch.exp(s0), 0.0).sum(0)
-        st["sum_beta"] += torch.where(finite, torch.exp(-s0), 0.0).sum(0)
-        st["saturated"] += (finite & (t.abs() >= self.threshold)).sum(0)
+        st["min"] = torch.minimum(st["min"], torch.where(valid, s, math.inf).amin(0))
+        st["max"] = torch.maximum(st["max"], torch.where(valid, s, -math.inf).amax(0))
+        st["sum_alpha"] += (w * torch.exp(s0)).sum(0)
+        st["sum_beta"] += (w * torch.exp(-s0)).sum(0)
+        st["saturated"] += (valid & (t.abs() >= self.threshold)).sum(0)
         self._fit_hist_range(float(c64.abs().max()))  # the one host sync per call
         b = self.hist_bound
-        idx = ((s0[finite] + b) / (2 * b) * HIST_BINS).floor().clamp(0, HIST_BINS - 1).long()
-        st["hist"] += torch.bincount(idx, minlength=HIST_BINS).to(torch.float64)
-        return s_full.float()
+        idx = ((s0 + b) / (2 * b) * HIST_BINS).floor().clamp(0, HIST_BINS - 1).long()
+        st["hist"].index_add_(0, idx.reshape(-1), w.reshape(-1))
+        return s_full
 
     def read(self, name: str, c: Tensor) -> GateStats:
         st = self.state or self._init_state(c.device)
@@ -449,7 +453,7 @@ class GateRecorder:
             with torch.no_grad():
                 s = self._acc[name].update(z, gate.effective_curvature(), keep)
             if self._capturing:
-                self._tokens[name] = s.cpu()
+                self._tokens[name] = s.float().cpu()
                 self._token_masks[name] = None if keep is None else keep.cpu()
 
         return hook
