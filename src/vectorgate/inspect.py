@@ -524,6 +524,7 @@ def write_report(
     batch_size: int = 16,
     max_length: int = 128,
     token_text: str | None = None,
+    progress: bool = True,
 ) -> GateRecorder:
     """Run ``texts`` through a gated Hugging Face model; write the summary, JSON and plots.
 
@@ -540,6 +541,7 @@ def write_report(
         batch_size: sentences per forward pass.
         max_length: truncation length in tokens.
         token_text: sentence for the token-level picture; defaults to ``texts[0]``.
+        progress: show a tqdm progress bar over the batches (when tqdm is installed).
 
     Returns:
         The recorder, holding the statistics (``rec.summary()`` prints them).
@@ -556,7 +558,15 @@ def write_report(
     model.eval()
     try:
         with rec, torch.no_grad():
-            for i in range(0, len(texts), batch_size):
+            starts = range(0, len(texts), batch_size)
+            if progress:
+                try:
+                    from tqdm.auto import tqdm
+
+                    starts = tqdm(starts, desc="recording gates", unit="batch", leave=False)
+                except ImportError:
+                    pass  # the bar is a convenience; tqdm is not a dependency
+            for i in starts:
                 enc = tokenizer(list(texts[i : i + batch_size]), padding=True, truncation=True,
                                 max_length=max_length, return_tensors="pt").to(device)
                 with rec.masked(enc["attention_mask"]):
