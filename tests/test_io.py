@@ -1,0 +1,134 @@
+"""save_gates / load_gates and the save_pretrained round trip of patched models."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("safetensors")
+
+from vectorgate.integrations.transformers import from_pretrained_patched, save_pretrained  # noqa: E402
+from vectorgate.io import CONFIG_NAME, WEIGHTS_NAME, load_gates, save_gates  # noqa: E402
+from vectorgate.patching import gates, is_patched, patch  # noqa: E402
+
+
+def _train_gates_a_little(model) -> None:
+    """Move every gate away from its init, as training would."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for _, gate in gates(model):
+            for p in gate.parameters():
+                p.add_(0.1 * torch.randn(p.shape, generator=g))
+
+
+def _logits(model, batch) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+
+def _tiny_llama(hidden: int = 32):
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(num_hidden_layers=2, hidden_size=hidden, intermediate_size=64,
+                                      num_attention_heads=4, num_key_value_heads=2, vocab_size=128)
+    return transformers.LlamaForCausalLM(config).eval()
+
+
+def test_round_trip_on_a_fresh_minilm_is_bit_exact(tmp_path, minilm_classifier, _minilm_classifier_pristine,
+                                                   minilm_batch):
+    model = patch(minilm_classifier, layers=[1, 3], sites=("mlp",), rank=8, init_curvature=0.0)
+    _train_gates_a_little(model)
+    expected = _logits(model, minilm_batch)
+    save_gates(model, tmp_path)
+
+    fresh = copy.deepcopy(_minilm_classifier_pristine)  # same base weights and head, never patched
+    assert load_gates(fresh, tmp_path) is fresh
+    assert torch.equal(_logits(fresh, minilm_batch), expected)
+    assert [n for n, _ in gates(fresh)] == [n for n, _ in gates(model)]
+
+    config = json.loads((tmp_path / CONFIG_NAME).read_text())
+    assert config["family"] == "bert" and config["sites"] == ["mlp"] and config["layers"] == [1, 3]
+    assert config["gate_kwargs"] == {"rank": 8, "init_curvature": 0.0}
+    assert config["dims"] == {"bert.encoder.layer.1.output.gate": 384, "bert.encoder.layer.3.output.gate": 384}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [WEIGHTS_NAME, CONFIG_NAME]  # no temp files left
+
+
+def test_load_into_an_already_patched_model(tmp_path):
+    model = patch(_tiny_llama())
+    _train_gates_a_little(model)
+    save_gates(model, tmp_path)
+    other = patch(_tiny_llama())
+    load_gates(other, tmp_path)
+    ids = torch.randint(0, 128, (2, 5))
+    with torch.no_grad():
+        assert torch.equal(other(ids).logits, model(ids).logits)
+
+
+def test_mismatched_dims_give_a_clear_error_and_leave_the_model_unpatched(tmp_path):
+    save_gates(patch(_tiny_llama(hidden=32)), tmp_path)
+    wider = _tiny_llama(hidden=48)
+    with pytest.raises(ValueError, match=r"do not fit this LlamaForCausalLM.*\(32, 48\)"):
+        load_gates(wider, tmp_path)
+    assert not is_patched(wider)
+    assert not list(gates(wider))
+
+
+def test_differently_patched_model_is_refused(tmp_path):
+    save_gates(patch(_tiny_llama(), sites=("mlp",)), tmp_path)
+    with pytest.raises(ValueError, match="holds gates for"):
+        load_gates(patch(_tiny_llama()), tmp_path)
+
+
+def test_other_family_is_refused(tmp_path):
+    save_gates(patch(_tiny_llama()), tmp_path)
+    torch.manual_seed(0)
+    gpt2 = transformers.GPT2Model(transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=128))
+    with pytest.raises(ValueError, match="family 'llama' found no layers in GPT2Model"):
+        load_gates(gpt2, tmp_path)
+    assert not is_patched(gpt2)
+
+
+def test_save_needs_a_patched_model_and_load_needs_a_gate_directory(tmp_path):
+    with pytest.raises(ValueError, match="not patched"):
+        save_gates(_tiny_llama(), tmp_path)
+    with pytest.raises(FileNotFoundError, match=CONFIG_NAME):
+        load_gates(_tiny_llama(), tmp_path)
+
+
+def test_save_replaces_previous_files_atomically(tmp_path):
+    model = patch(_tiny_llama())
+    save_gates(model, tmp_path)
+    _train_gates_a_little(model)
+    save_gates(model, tmp_path)
+    fresh = _tiny_llama()
+    load_gates(fresh, tmp_path)
+    for (_, a), (_, b) in zip(gates(fresh), gates(model), strict=True):
+        assert torch.equal(a.curvature, b.curvature)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [WEIGHTS_NAME, CONFIG_NAME]
+
+
+def test_save_pretrained_round_trip_and_what_plain_from_pretrained_does(tmp_path, minilm_classifier, minilm_batch):
+    model = patch(minilm_classifier)
+    _train_gates_a_little(model)
+    expected = _logits(model, minilm_batch)
+    save_pretrained(model, tmp_path)
+
+    # The documented way: base weights, then the gates, bit-exact.
+    restored = from_pretrained_patched(transformers.AutoModelForSequenceClassification, tmp_path).eval()
+    assert torch.equal(_logits(restored, minilm_batch), expected)
+
+    # Plain from_pretrained builds the unpatched class: the gate keys come back as
+    # unexpected (reported, not silently dropped) and the model is the ungated one.
+    plain, info = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path, output_loading_info=True)
+    gate_keys = {f"{n}.{k}" for n, g in gates(model) for k in g.state_dict()}
+    assert set(info["unexpected_keys"]) == gate_keys
+    assert not info["missing_keys"]
+    # ... and patch-then-load_state_dict restores everything from model.safetensors too.
+    from safetensors.torch import load_file
+
+    patch(plain.eval())
+    plain.load_state_dict(load_file(str(tmp_path / "model.safetensors")))
+    assert torch.equal(_logits(plain, minilm_batch), expected)

@@ -1,0 +1,131 @@
+"""GatedBertOutput / GatedBertSelfOutput: the quickstart, its trap, from_module, HF init."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from vectorgate.integrations.transformers import GatedBertOutput, GatedBertSelfOutput  # noqa: E402
+from vectorgate.patching import gates, patch, reset_gates  # noqa: E402
+
+TINY = transformers.BertConfig(
+    num_hidden_layers=2, hidden_size=32, intermediate_size=64, num_attention_heads=4, vocab_size=128
+)
+
+
+def _logits(model, batch) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+
+def test_quickstart_runs_as_written_and_shows_the_trap(minilm_classifier, minilm_batch):
+    """The README quickstart: a config-built module runs, but throws the pretrained weights away."""
+    model = minilm_classifier
+    reference = _logits(model, minilm_batch)
+    pretrained_dense = model.bert.encoder.layer[0].output.dense.weight.detach().clone()
+
+    gated = GatedBertOutput(model.config)
+    model.bert.encoder.layer[0].output = gated
+
+    out = _logits(model, minilm_batch)
+    assert out.shape == reference.shape and torch.isfinite(out).all()
+    assert not torch.equal(gated.dense.weight, pretrained_dense)  # the trap: fresh weights
+    assert not torch.equal(out, reference)
+
+
+def test_from_module_keeps_the_pretrained_weights(minilm_classifier, minilm_batch):
+    model = minilm_classifier
+    reference = _logits(model, minilm_batch)
+    layer = model.bert.encoder.layer[0]
+    original = layer.output
+    layer.output = GatedBertOutput.from_module(original)
+    layer.attention.output = GatedBertSelfOutput.from_module(layer.attention.output, init_curvature=0.0)
+    assert layer.output.dense is original.dense and layer.output.LayerNorm is original.LayerNorm
+    assert torch.equal(_logits(model, minilm_batch), reference)
+
+
+@pytest.mark.parametrize("cls", [GatedBertOutput, GatedBertSelfOutput])
+def test_config_built_module_matches_transformers_at_init(cls):
+    """Same function as transformers' module holding the same dense/LayerNorm weights."""
+    torch.manual_seed(0)
+    gated = cls(TINY, init_curvature=0.0).eval()
+    hf_cls = transformers.models.bert.modeling_bert.BertOutput if cls is GatedBertOutput else (
+        transformers.models.bert.modeling_bert.BertSelfOutput
+    )
+    hf = hf_cls(TINY).eval()
+    hf.load_state_dict({k: v for k, v in gated.state_dict().items() if not k.startswith("gate.")})
+    h = torch.randn(2, 5, gated.dense.in_features)
+    x = torch.randn(2, 5, TINY.hidden_size)
+    assert torch.equal(gated(h, x), hf(h, x))
+    with torch.no_grad():
+        gated.gate.curvature.fill_(0.7)
+    assert not torch.equal(gated(h, x), hf(h, x))
+
+
+def test_gated_module_inside_a_from_config_model_is_exact_and_survives_init_weights():
+    torch.manual_seed(0)
+    model = transformers.BertForSequenceClassification(TINY).eval()
+    ids = {"input_ids": torch.randint(0, 128, (2, 6)), "attention_mask": torch.ones(2, 6, dtype=torch.long)}
+    reference = _logits(model, ids)
+    for layer in model.bert.encoder.layer:
+        layer.output = GatedBertOutput.from_module(layer.output)
+    model.init_weights()  # transformers re-initialises what it has not marked as initialised
+    assert all(g.curvature.abs().max() == 0 for _, g in gates(model))
+    assert torch.equal(_logits(model, ids), reference)
+
+
+def test_init_weights_after_patch_keeps_identity_and_reset_gates_restores_gate_init():
+    torch.manual_seed(0)
+    model = transformers.BertModel(TINY).eval()
+    patch(model)
+    proj_before = {n: g.proj.weight.detach().clone() for n, g in gates(model)}
+    model.init_weights()
+    # transformers draws every Linear it finds, the gates' projections included ...
+    assert all(not torch.equal(g.proj.weight, proj_before[n]) for n, g in gates(model))
+    assert all(g.curvature.abs().max() == 0 for _, g in gates(model))
+    # ... and reset_gates puts back the gates' own (PyTorch Linear) init.
+    assert reset_gates(model) == 4
+    bound = 1 / TINY.hidden_size**0.5
+    assert all(g.proj.weight.abs().max() <= bound for _, g in gates(model))
+
+
+def test_subclass_built_with_gates_needs_reset_gates_after_from_pretrained(minilm_path, minilm_batch):
+    """transformers leaves parameters it does not know uninitialised in from_pretrained."""
+
+    class GatedBert(transformers.BertForSequenceClassification):
+        def __init__(self, config):
+            super().__init__(config)
+            for layer in self.bert.encoder.layer:
+                layer.output = GatedBertOutput(config)
+            self.post_init()
+
+    from transformers.utils import logging
+
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        model = GatedBert.from_pretrained(minilm_path, num_labels=2).eval()
+    finally:
+        logging.set_verbosity(verbosity)
+    assert reset_gates(model) == 6
+    assert all(g.curvature.abs().max() == 0 for _, g in gates(model))
+    assert torch.isfinite(_logits(model, minilm_batch)).all()
+
+
+@pytest.mark.parametrize(("module", "match"), [
+    (torch.nn.Linear(4, 4), "lacks"),
+    (torch.nn.Module(), "lacks"),
+])
+def test_from_module_rejects_other_modules(module, match):
+    with pytest.raises(TypeError, match=match):
+        GatedBertOutput.from_module(module)
+
+
+def test_from_module_rejects_a_gate_of_the_wrong_size():
+    from vectorgate import VectorGate
+
+    output = transformers.models.bert.modeling_bert.BertOutput(TINY)
+    with pytest.raises(ValueError, match=r"dense\.out_features = 32"):
+        GatedBertOutput.from_module(output, gate=VectorGate(16))
