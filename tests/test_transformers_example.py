@@ -1,0 +1,53 @@
+"""examples/bert_example.py runs end to end with tiny settings and writes what it promises."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pathlib
+
+import pytest
+
+pytest.importorskip("transformers")
+pytest.importorskip("matplotlib")
+pytest.importorskip("tqdm")
+
+EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "bert_example.py"
+
+
+def _load_example():
+    spec = importlib.util.spec_from_file_location("bert_example", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("mode", ["full", "gates-only"])
+def test_bert_example_runs_and_reports(tmp_path, capsys, minilm_path, mode):
+    example = _load_example()
+    results = example.main([
+        "--steps", "2", "--batch-size", "4", "--val-size", "8", "--test-size", "8", "--eval-every", "1",
+        "--max-length", "16", "--mode", mode, "--output-dir", str(tmp_path), "--no-progress", "--device", "cpu",
+    ])
+    printed = capsys.readouterr().out
+    assert "Test split (8 examples): the gated model" in printed
+    assert ("BEAT" in printed) == results["verdict"]["gated_beat_plain"]
+    for name in ("results.json", "curves.png", "curvature.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    saved = json.loads((tmp_path / "results.json").read_text())
+    plain, gated = saved["models"]["plain"], saved["models"]["gated"]
+    assert plain["history"]["val_step"] == [1, 2] and len(gated["history"]["train_loss"]) == 2
+    assert len(gated["curvature"]["attention"]) == len(gated["curvature"]["mlp"]) == 6
+    assert any(c > 0 for c in gated["curvature"]["mlp"]), "the gates did not train"
+    if mode == "gates-only":
+        assert plain["trainable_parameters"] == 384 * 2 + 2  # the classifier head only
+        assert gated["trainable_parameters"] == plain["trainable_parameters"] + 12 * (384 * 384 + 2 * 384)
+    else:
+        assert plain["trainable_parameters"] == plain["total_parameters"]
+
+
+def test_bert_example_rejects_bad_flags(capsys):
+    example = _load_example()
+    with pytest.raises(SystemExit):
+        example.main(["--steps", "0"])
+    assert "--steps must be a positive integer" in capsys.readouterr().err
