@@ -538,9 +538,8 @@ def mark_only_gates_trainable(model: nn.Module, extra: Sequence[str] = ("classif
     missing = [e for e, hit in used.items() if not hit]
     if missing:
         warnings.warn(
-            f"mark_only_gates_trainable: no parameter of {type(model).__name__} lies in a module named "
-            f"{missing}; only the gates{' and ' + str([e for e in extra if used[e]]) if len(missing) < len(used) else ''} "
-            "are trainable",
+            f"mark_only_gates_trainable: no parameter of {type(model).__name__} lies in a module "
+            f"named {missing}; those stay frozen",
             stacklevel=2,
         )
     return trainable
