@@ -263,3 +263,14 @@ def test_deepcopy_of_a_patched_model_is_independent():
     assert not torch.equal(_first_output(clone, inputs), _first_output(model, inputs))
     assert all(isinstance(g, ResidualGate) for _, g in gates(clone))
     assert all(g.curvature.abs().max() == 0 for _, g in gates(model))
+
+
+def test_patched_decoder_traces_as_one_graph_under_torch_compile():
+    """The hooks (capture x, replace the branch output) must not break dynamo's graph."""
+    model = _build("LlamaForCausalLM", "LlamaConfig", TINY_DECODER)
+    patch(model, init_curvature=0.3)
+    inputs = _text_input()
+    reference = _first_output(model, inputs)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    assert torch.equal(_first_output(compiled, inputs), reference)
