@@ -1,8 +1,8 @@
 """Gated models under torch.distributed: 2 CPU processes (gloo) launched with torchrun.
 
 One torchrun launch (tests/distributed_workers/equivalence.py) trains a gated timm ViT
-under DDP and under FSDP2 (``fully_shard``), all parameters and gates only, and saves the
-gates from rank 0. Each run must land on the parameters of a single-process run on the
+under DDP and under FSDP2 (``fully_shard``), all parameters and gates only, and DDP under
+``torch.compile``, and saves the gates from rank 0. Each run must land on the parameters of a single-process run on the
 same global batches.
 
 Tolerance: ``atol=5e-5, rtol=1e-4`` after 4 AdamW steps at lr 1e-2, i.e. within 0.1% of
@@ -59,8 +59,10 @@ def worker():
 @pytest.fixture(scope="module")
 def distributed_run(tmp_path_factory, worker):
     out_dir = tmp_path_factory.mktemp("dist")
+    # fsdp-gates last: the gates saved from rank 0 are that run's.
+    modes = [m for m in worker.MODES if m != "fsdp-gates"] + ["fsdp-gates"]
     torchrun(str(WORKER), "--out", str(out_dir / "params.pt"), "--save-gates", str(out_dir / "gates"),
-             "--modes", *worker.MODES)
+             "--modes", *modes)
     return torch.load(out_dir / "params.pt"), out_dir / "gates"
 
 
@@ -81,7 +83,7 @@ def single_process(worker):
     return runs
 
 
-@pytest.mark.parametrize("mode", ["ddp", "fsdp", "ddp-gates", "fsdp-gates"])
+@pytest.mark.parametrize("mode", ["ddp", "fsdp", "ddp-gates", "fsdp-gates", "ddp-compile"])
 def test_distributed_matches_single_process(mode, distributed_run, single_process):
     results, _ = distributed_run
     gates_only = mode.endswith("-gates")
@@ -110,7 +112,7 @@ def test_save_gates_from_rank0_under_fsdp(distributed_run, worker):
     from vectorgate.patching import gates
 
     results, gate_dir = distributed_run
-    trained = results[worker.MODES[-1]]  # the gates were saved after the last mode (fsdp-gates)
+    trained = results["fsdp-gates"]  # the mode run last, whose gates were saved
     model = load_gates(worker.build_base(), gate_dir)
     loaded = dict(model.state_dict())
     names = [name for name, _ in gates(model)]
