@@ -274,3 +274,16 @@ def test_patched_decoder_traces_as_one_graph_under_torch_compile():
     torch._dynamo.reset()
     compiled = torch.compile(model, backend="eager", fullgraph=True)
     assert torch.equal(_first_output(compiled, inputs), reference)
+
+
+@pytest.mark.parametrize(("model_cls", "config_cls", "kwargs"), [
+    ("BertModel", "BertConfig", {**TINY, "vocab_size": 128}),
+    ("LlamaModel", "LlamaConfig", TINY_DECODER),
+])
+def test_bf16_model_gets_bf16_gates_and_stays_exact(model_cls, config_cls, kwargs):
+    model = _build(model_cls, config_cls, kwargs).to(torch.bfloat16)
+    inputs = _text_input()
+    reference = _first_output(model, inputs)
+    patch(model)
+    assert all(g.curvature.dtype == torch.bfloat16 for _, g in gates(model))
+    assert torch.equal(_first_output(model, inputs), reference)
