@@ -260,14 +260,18 @@ def test_deep_stack_whose_gates_can_overflow_fp16_warns_and_names_the_fix():
         check_gates(model)
 
 
-def test_uncapped_curvature_past_the_threshold_warns():
-    model = nn.ModuleList([VectorGate(4, init_curvature=5.0)])
-    with pytest.warns(UnstableGateWarning, match=r"\|c\| above 4 \(largest: 0, \|c\| = 5\b.*max_curvature="):
-        check_gates(model, log_amplification_warn=None)
-    capped = nn.ModuleList([VectorGate(4, init_curvature=5.0, max_curvature=6.0)])
+def test_one_gate_past_fp16_range_warns_and_small_caps_do_not():
+    with pytest.warns(UnstableGateWarning, match=r"e\^12 .*max_curvature <= 11\.1 \(= 11\.1 / 1 gates\)"):
+        check_gates(nn.ModuleList([VectorGate(4, init_curvature=12.0)]))
+    # The suggested fix: caps whose sum stays below log(65504) silence it for good.
+    capped = nn.ModuleList(VectorGate(4, init_curvature=0.2, max_curvature=0.23) for _ in range(48))
+    with torch.no_grad():
+        for gate in capped:
+            gate.curvature.fill_(1e3)  # however far training pushes the raw parameter
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        check_gates(capped, log_amplification_warn=None)
+        report = check_gates(capped)
+    assert report.log_amplification_bound < math.log(65504)
 
 
 # --- registry -----------------------------------------------------------------------------
