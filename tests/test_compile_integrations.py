@@ -1,0 +1,85 @@
+"""torch.compile(fullgraph=True) of the integrations: timm ViT (block_fn and patch()),
+patched HF BERT and HF ViT; forward and backward equal eager.
+
+Backend ``aot_eager``: Dynamo and AOTAutograd are where integrations break (forward hooks
+that carry the residual stream, the ``vectorgate::exp_gated_residual`` custom op and its
+backward, module swaps); inductor's code generation for the op itself is tested in
+tests/test_core_residual.py. DDP under torch.compile runs in tests/test_distributed.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("timm")
+pytest.importorskip("transformers")
+
+
+def timm_block_fn() -> tuple[nn.Module, Callable]:
+    from timm.models.vision_transformer import VisionTransformer
+
+    from vectorgate.integrations.timm import gated_block_fn
+
+    vit = VisionTransformer(img_size=28, patch_size=7, in_chans=1, num_classes=10, embed_dim=32, depth=1,
+                            num_heads=4, init_values=0.1, block_fn=gated_block_fn(init_curvature=0.3))
+    return vit, lambda m, x: m(x)
+
+
+def timm_patched() -> tuple[nn.Module, Callable]:
+    from timm.models.vision_transformer import VisionTransformer
+
+    from vectorgate.patching import patch
+
+    vit = VisionTransformer(img_size=28, patch_size=7, in_chans=1, num_classes=10, embed_dim=32, depth=1,
+                            num_heads=4)
+    return patch(vit, init_curvature=0.3), lambda m, x: m(x)
+
+
+def hf_vit_patched() -> tuple[nn.Module, Callable]:
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from vectorgate.patching import patch
+
+    cfg = ViTConfig(image_size=28, patch_size=7, num_channels=1, hidden_size=32, num_hidden_layers=1,
+                    num_attention_heads=4, intermediate_size=64, num_labels=10)
+    return patch(ViTForImageClassification(cfg), init_curvature=0.3), lambda m, x: m(pixel_values=x).logits
+
+
+def hf_bert_patched() -> tuple[nn.Module, Callable]:
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from vectorgate.patching import patch
+
+    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=32, num_labels=2)
+    model = patch(BertForSequenceClassification(cfg), init_curvature=0.3)
+    ids = torch.arange(16).view(2, 8) % 100
+    return model, lambda m, _x: m(input_ids=ids).logits
+
+
+@pytest.mark.parametrize("build", [timm_block_fn, timm_patched, hf_vit_patched, hf_bert_patched],
+                         ids=lambda f: f.__name__)
+def test_compile_fullgraph_matches_eager(build):
+    torch.manual_seed(0)
+    model, run = build()
+    model.eval()  # no dropout: eager and compiled see the same computation
+    x = torch.randn(2, 1, 28, 28)
+
+    out = run(model, x)
+    out.square().sum().backward()
+    eager_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    out_c = run(compiled, x)
+    out_c.square().sum().backward()
+    torch.testing.assert_close(out_c, out, rtol=1e-5, atol=1e-6)
+    gate_grads = [n for n in eager_grads if "gate" in n]
+    assert gate_grads, "the gates should receive gradient"
+    for name, grad in eager_grads.items():
+        torch.testing.assert_close(model.get_parameter(name).grad, grad, rtol=1e-5, atol=1e-6, msg=name)
