@@ -1,0 +1,46 @@
+"""examples/ddp_example.py in one process (its torchrun path is the one test_distributed.py checks)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import pathlib
+
+import pytest
+import torch
+
+pytest.importorskip("timm")
+pytest.importorskip("safetensors")
+
+EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "ddp_example.py"
+
+
+def load_example():
+    spec = importlib.util.spec_from_file_location("ddp_example", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ddp_example_single_process_trains_gates_and_saves_loadable_gates(tmp_path, monkeypatch):
+    from vectorgate.io import load_gates
+    from vectorgate.patching import gates, unpatch
+
+    monkeypatch.delenv("RANK", raising=False)  # not under torchrun
+    example = load_example()
+    flags = ["--steps", "6", "--dim", "16", "--depth", "1", "--global-batch-size", "16",
+             "--init-curvature", "0.1", "--out", str(tmp_path)]
+    result = example.main([*flags, "--gates-only"])
+    assert result["world_size"] == 1 and all(math.isfinite(v) for v in result["losses"])
+    # The saved gates load onto a fresh, unpatched ViT of the same shape.
+    args = example.parse_args(flags)
+    fresh = example.build(args, torch.device("cpu"))
+    unpatch(fresh)
+    load_gates(fresh, tmp_path)
+    curvatures = [g.curvature for _, g in gates(fresh)]
+    assert len(curvatures) == 2 and all(not torch.allclose(c, torch.full_like(c, 0.1)) for c in curvatures)
+
+
+def test_ddp_example_rejects_bad_flags():
+    with pytest.raises(SystemExit):
+        load_example().main(["--steps", "0"])
