@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
+import pathlib
 import platform
 import time
 import warnings
@@ -42,7 +44,11 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 
 @dataclass
 class StressConfig:
-    """One training run. ``precision``: fp32, bf16 (autocast) or fp16 (autocast + GradScaler)."""
+    """One training run. ``precision``: fp32, bf16 (autocast) or fp16 (autocast + GradScaler).
+
+    ``gated=False`` freezes every curvature at 0, which makes each gate exactly the plain
+    residual ``x + f(x)``: the same model without gating, for comparison.
+    """
 
     precision: str = "bf16"
     lr: float = 1e-2
@@ -56,11 +62,14 @@ class StressConfig:
     steps: int = 1000
     check_every: int = 50
     clip: float | None = 1.0
+    gated: bool = True
     seed: int = 0
 
     def name(self) -> str:
         cap = "none" if self.max_curvature is None else f"{self.max_curvature:g}"
         clip = "" if self.clip == 1.0 else f" clip={self.clip}"
+        if not self.gated:
+            return f"{self.precision} lr={self.lr:g} plain residual (c frozen at 0){clip}"
         return f"{self.precision} lr={self.lr:g} cap={cap} c0={self.init_curvature:g}{clip}"
 
 
@@ -177,6 +186,11 @@ def _measure(model: GatedStack, result: StressResult, ids: Tensor, targets: Tens
     result.stream_growth = float(states[-1].norm(dim=-1).mean() / states[0].norm(dim=-1).mean())
     logits = model.head(model.norm(states[-1]))
     result.val_bpc = float(nn.functional.cross_entropy(logits, targets)) / math.log(2)
+    _record_curvature(model, result)
+
+
+@torch.no_grad()
+def _record_curvature(model: GatedStack, result: StressResult) -> None:
     curv = [float(b.gate.effective_curvature().abs().max()) for b in model.blocks]
     result.max_abs_curvature = max(curv)
     result.sum_max_abs_curvature = math.fsum(curv)
@@ -193,6 +207,11 @@ def run_config(cfg: StressConfig, data: CharData, *, progress: bool = False) -> 
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     model = GatedStack(data.vocab_size, cfg)
+    if not cfg.gated:
+        if cfg.init_curvature != 0.0:
+            raise ValueError(f"gated=False needs init_curvature=0.0, got {cfg.init_curvature}")
+        for block in model.blocks:
+            block.gate.requires_grad_(False)
     opt = _optimizer(model, cfg.lr)
     scaler = torch.amp.GradScaler("cpu", enabled=cfg.precision == "fp16")
     result = StressResult(config=cfg)
@@ -253,6 +272,7 @@ def run_config(cfg: StressConfig, data: CharData, *, progress: bool = False) -> 
     except NonFiniteError as err:
         result.finite = False
         result.error = str(err)
+        _record_curvature(model, result)  # where the gates stood when it failed
     finally:
         # Warnings repeat with updated numbers; keep the first and the last of each kind.
         kinds: dict[str, list[str]] = {}
@@ -281,6 +301,8 @@ def default_grid(steps: int) -> list[StressConfig]:
     # The cap check_gates suggests for 48 gates under fp16 (log(65504) / 48 ~ 0.23).
     grid.append(StressConfig(precision="fp16", lr=1e-2, max_curvature=0.2, steps=steps))
     grid.append(StressConfig(precision="fp32", lr=1e-2, steps=steps))
+    # The same stack without gating (c frozen at 0), at the high lr under fp16.
+    grid.append(StressConfig(precision="fp16", lr=1e-2, gated=False, steps=steps))
     return grid
 
 
@@ -291,6 +313,8 @@ def format_table(results: list[StressResult]) -> str:
     )
     rows = [head, "|" + "---|" * 12]
     for r in results:
+        if not r.finite:  # nothing after the failure was measured
+            r = dataclasses.replace(r, val_bpc=math.nan, realised_log_amplification=math.nan)
         rows.append(
             f"| {r.config.name()} | {'yes' if r.finite else 'NO: ' + str(r.error)} | {r.steps_done} "
             f"| {r.skipped_steps} | {r.first_loss:.3f} -> {r.final_loss:.3f} | {r.val_bpc:.3f} "
@@ -301,8 +325,21 @@ def format_table(results: list[StressResult]) -> str:
     return "\n".join(rows)
 
 
+def load_results(path: str) -> tuple[str, list[StressResult]]:
+    """The machine line and the results of a JSON file written by :func:`main`."""
+    payload = json.loads(pathlib.Path(path).read_text())
+    results = []
+    for raw in payload["results"]:
+        raw = dict(raw)
+        results.append(StressResult(config=StressConfig(**raw.pop("config")), **raw))
+    return payload["machine"], results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--show", nargs="+", metavar="JSON", help="print the table of saved result files and exit"
+    )
     parser.add_argument("--steps", type=int, default=1000, help="steps per configuration (default 1000)")
     parser.add_argument("--out", default="benchmarks/results/stress.json", help="JSON output path")
     # One thread by default: on a shared, oversubscribed CPU two OpenMP threads spin-wait on
@@ -310,6 +347,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--only", default=None, help="run only configs whose name contains this")
     args = parser.parse_args(argv)
+    if args.show:
+        for path in args.show:
+            machine, results = load_results(path)
+            print(f"{path} ({machine})")
+            print(format_table(results))
+        return 0
     if args.steps < 1:
         parser.error(f"--steps must be a positive integer, got {args.steps}")
     torch.set_num_threads(args.threads)
@@ -324,8 +367,6 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(results))
     machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     payload = {"machine": machine, "results": [asdict(r) for r in results]}
-    import pathlib
-
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=1))
