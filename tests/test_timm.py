@@ -11,9 +11,11 @@ from timm.layers import RmsNorm, SwiGLU
 from timm.models.vision_transformer import Block, VisionTransformer
 
 from vectorgate import VectorGate
+from vectorgate.base import ResidualGate
 from vectorgate.integrations.timm import GatedBlock, gated_block_fn
 from vectorgate.io import load_gates, save_gates
 from vectorgate.patching import gates, patch, patch_state, unpatch
+from vectorgate.variants import VARIANTS
 
 
 def tiny_vit(**kwargs) -> VisionTransformer:
@@ -177,3 +179,27 @@ def test_patched_gates_load_into_a_block_fn_model_and_back(tmp_path):
     fresh.load_state_dict({k: v for k, v in patched.state_dict().items() if ".gate" not in k})
     load_gates(fresh, tmp_path)
     assert torch.equal(fresh(x), patched(x))
+
+
+class ScaledResidual(ResidualGate):
+    """A stand-in peer variant: y = x + w * f with one learnable scalar w (init 0.5)."""
+
+    def __init__(self, dim: int, *, device=None, dtype=None) -> None:
+        super().__init__()
+        self.dim = dim
+        self.weight = nn.Parameter(torch.full((1,), 0.5, device=device, dtype=dtype))
+
+    def residual(self, x, f_x):
+        return x + self.weight * f_x
+
+
+def test_peer_variants_plug_in_by_name(monkeypatch):
+    monkeypatch.setitem(VARIANTS, "scaled", ScaledResidual)
+    torch.manual_seed(0)
+    block = GatedBlock(16, 2, variant="scaled").eval()
+    assert isinstance(block.gate1, ScaledResidual) and isinstance(block.gate2, ScaledResidual)
+    x = torch.randn(2, 5, 16)
+    h = x + 0.5 * block.attn(block.norm1(x))
+    torch.testing.assert_close(block(x), h + 0.5 * block.mlp(block.norm2(h)))
+    vit = patch(tiny_vit(), variant="scaled")
+    assert all(isinstance(g, ScaledResidual) for _, g in gates(vit))

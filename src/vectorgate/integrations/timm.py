@@ -46,7 +46,7 @@ __all__ = ["GatedBlock", "TimmViTFamily", "gated_block_fn"]
 
 
 def _build_gate_pair(
-    dim: int, gate: str, gate_kwargs: dict[str, Any] | None, device, dtype
+    dim: int, variant: str, gate_kwargs: dict[str, Any] | None, device, dtype
 ) -> tuple[ResidualGate, ResidualGate]:
     kwargs = dict(gate_kwargs or {})
     # Only forward factory kwargs that were given, so a peer variant without them still builds.
@@ -54,7 +54,7 @@ def _build_gate_pair(
         kwargs.setdefault("device", device)
     if dtype is not None:
         kwargs.setdefault("dtype", dtype)
-    return build_gate(gate, dim, **kwargs), build_gate(gate, dim, **kwargs)
+    return build_gate(variant, dim, **kwargs), build_gate(variant, dim, **kwargs)
 
 
 def _block_dim(block: Block) -> int:
@@ -82,7 +82,8 @@ class GatedBlock(Block):
     Args:
         dim: embedding dimension d.
         num_heads: attention heads.
-        gate: name of the residual variant (see :func:`vectorgate.variants.build_gate`).
+        variant: name of the residual variant (see :func:`vectorgate.variants.build_gate`),
+            as in ``vectorgate.patch(..., variant=...)``.
         gate_kwargs: keyword arguments for that variant (e.g. ``{"rank": 16,
             "init_curvature": 0.0}``).
         **block_kwargs: passed to ``timm.models.vision_transformer.Block``.
@@ -96,13 +97,13 @@ class GatedBlock(Block):
         dim: int,
         num_heads: int,
         *,
-        gate: str = "vectorgate",
+        variant: str = "vectorgate",
         gate_kwargs: dict[str, Any] | None = None,
         **block_kwargs: Any,
     ) -> None:
         super().__init__(dim, num_heads, **block_kwargs)
         self.gate1, self.gate2 = _build_gate_pair(
-            dim, gate, gate_kwargs, block_kwargs.get("device"), block_kwargs.get("dtype")
+            dim, variant, gate_kwargs, block_kwargs.get("device"), block_kwargs.get("dtype")
         )
 
     def init_weights(self) -> None:
@@ -128,7 +129,7 @@ class GatedBlock(Block):
         return x
 
 
-def gated_block_fn(gate: str = "vectorgate", **gate_kwargs: Any) -> Callable[..., GatedBlock]:
+def gated_block_fn(variant: str = "vectorgate", **gate_kwargs: Any) -> Callable[..., GatedBlock]:
     """A ``block_fn`` for ``VisionTransformer`` that builds :class:`GatedBlock` with these gates.
 
     Example::
@@ -137,7 +138,7 @@ def gated_block_fn(gate: str = "vectorgate", **gate_kwargs: Any) -> Callable[...
                                 embed_dim=64, depth=4, num_heads=4,
                                 block_fn=gated_block_fn(rank=16))
     """
-    return functools.partial(GatedBlock, gate=gate, gate_kwargs=gate_kwargs)
+    return functools.partial(GatedBlock, variant=variant, gate_kwargs=gate_kwargs)
 
 
 #: site -> (norm, layer scale, gate attribute) of a timm Block, in forward order.
