@@ -5,10 +5,12 @@ under DDP and under FSDP2 (``fully_shard``), all parameters and gates only, and 
 ``torch.compile``, and saves the gates from rank 0. Each run must land on the parameters of a single-process run on the
 same global batches.
 
-Tolerance: ``atol=5e-5, rtol=1e-4`` after 4 AdamW steps at lr 1e-2, i.e. within 0.1% of
+Tolerance: ``atol=1e-4, rtol=1e-4`` after 4 AdamW steps at lr 1e-2, i.e. within 0.25% of
 the 0.04 that Adam can move an entry in 4 steps. The two processes sum gradients in a
 different order than one process does, and Adam divides by sqrt(v), which magnifies that
-rounding for entries with tiny gradients (measured: 6e-6 at worst).
+rounding for entries with tiny gradients (the test prints the largest difference: run
+``pytest tests/test_distributed.py -s``). A rank that trained on its own half without
+gradient sync would be 0.08 off after these 4 steps.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ pytest.importorskip("timm")
 pytest.importorskip("safetensors")
 
 WORKER = pathlib.Path(__file__).resolve().parent / "distributed_workers" / "equivalence.py"
-ATOL, RTOL = 5e-5, 1e-4
+ATOL, RTOL = 1e-4, 1e-4
 
 pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed with gloo"
@@ -90,6 +92,8 @@ def test_distributed_matches_single_process(mode, distributed_run, single_proces
     init, expected = single_process[gates_only]
     got = results[mode]
     assert set(got) == set(expected)
+    worst = max((got[k] - expected[k]).abs().max().item() for k in expected)
+    print(f"{mode}: max |distributed - single process| = {worst:.2e}")  # shown with pytest -s
     for key, ref in expected.items():
         is_gate = ".gate1." in key or ".gate2." in key
         if gates_only and not is_gate:
