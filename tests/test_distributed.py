@@ -69,9 +69,13 @@ def distributed_run(tmp_path_factory, worker):
 
 
 @pytest.fixture(scope="module")
-def single_process(worker):
+def batches(worker):
+    return worker.global_batches()
+
+
+@pytest.fixture(scope="module")
+def single_process(worker, batches):
     """Reference runs in this process on the whole global batch: {gates_only: (init, final)}."""
-    batches = worker.global_batches()
     runs = {}
     for gates_only in (False, True):
         from vectorgate.patching import mark_only_gates_trainable
@@ -124,3 +128,13 @@ def test_save_gates_from_rank0_under_fsdp(distributed_run, worker):
     for key, value in loaded.items():
         if key.startswith(tuple(f"{n}." for n in names)):
             assert torch.equal(value, trained[key]), key
+
+
+def test_tolerance_would_catch_a_rank_training_without_gradient_sync(worker, batches, single_process):
+    # The same 4 steps on one rank's half of each batch only: what a missing all-reduce gives.
+    model = worker.build_model()
+    worker.train(model, batches, rank=0, world=2)
+    _, expected = single_process[False]
+    gap = max((model.state_dict()[k] - v).abs().max().item() for k, v in expected.items())
+    print(f"no gradient sync: max |one half - single process| = {gap:.2e}")  # shown with pytest -s
+    assert gap > 100 * ATOL
