@@ -1,0 +1,98 @@
+"""Residual variants behind one interface (:class:`vectorgate.base.ResidualGate`).
+
+``build_gate(name, dim, **kwargs)`` builds any registered variant by name, so a block,
+a ``patch()`` target or an example can swap them with a string:
+
+=====================  ===============================================  ============  =================
+name                   y                                                params        identity at init
+=====================  ===============================================  ============  =================
+``plain``              ``x + f``                                        0             plain residual
+``vectorgate``         ``exp(s) x + exp(-s) f``, ``s = c tanh(W x+b)``  d^2 + 2d      yes (c = 0)
+``vectorgate_scalar``  same, one shared c (xLSTM-style bound)           d^2 + d + 1   yes (c = 0)
+``vectorgate_lowrank`` same, ``W = up @ down`` of rank r (default 16)   2dr + 2d      yes (c = 0)
+``highway``            ``T f + (1 - T) x``, ``T = sigmoid(W x + b)``    d^2 + d       no
+``rezero``             ``x + a f``, scalar a = 0                        1             no (y = x)
+``layerscale``         ``x + gamma * f``, gamma = 0.1                   d             no
+``gateskip``           ``x + sigmoid(W f + b) * f``                     d^2 + d       no
+=====================  ===============================================  ============  =================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from vectorgate.base import ResidualGate
+from vectorgate.gate import VectorGate
+from vectorgate.variants.plain import PlainResidual
+from vectorgate.variants.scaled import LayerScaleResidual, ReZeroResidual
+from vectorgate.variants.sigmoid import GateSkipResidual, HighwayResidual
+
+__all__ = [
+    "VARIANTS",
+    "GateSkipResidual",
+    "HighwayResidual",
+    "LayerScaleResidual",
+    "PlainResidual",
+    "ReZeroResidual",
+    "build_gate",
+    "register_variant",
+    "vectorgate_lowrank",
+    "vectorgate_scalar",
+]
+
+
+def vectorgate_scalar(dim: int, **kwargs: Any) -> VectorGate:
+    """VectorGate with one shared curvature c (the xLSTM-style scalar bound).
+
+    Beck et al., 2024, "xLSTM: Extended Long Short-Term Memory" (arXiv:2405.04517) uses
+    exponential gates with a scalar stabiliser; here the single c bounds every dimension.
+    Init c = 0 (identity). Parameters: d^2 + d + 1. Other kwargs as :class:`VectorGate`.
+    """
+    return VectorGate(dim, curvature="scalar", **kwargs)
+
+
+def vectorgate_lowrank(dim: int, *, rank: int = 16, **kwargs: Any) -> VectorGate:
+    """VectorGate whose projection g is low rank (``d -> rank -> d``, default rank 16).
+
+    Init c = 0 (identity). Parameters: 2 d r + 2 d. Other kwargs as :class:`VectorGate`.
+    """
+    return VectorGate(dim, rank=min(rank, dim), **kwargs)
+
+
+VARIANTS: dict[str, Callable[..., ResidualGate]] = {
+    "plain": PlainResidual,
+    "vectorgate": VectorGate,
+    "vectorgate_scalar": vectorgate_scalar,
+    "vectorgate_lowrank": vectorgate_lowrank,
+    "highway": HighwayResidual,
+    "rezero": ReZeroResidual,
+    "layerscale": LayerScaleResidual,
+    "gateskip": GateSkipResidual,
+}
+
+
+def register_variant(name: str, factory: Callable[..., ResidualGate]) -> None:
+    """Make ``factory(dim, **kwargs)`` available as ``build_gate(name, ...)``.
+
+    Raises:
+        ValueError: ``name`` is already registered.
+    """
+    if name in VARIANTS:
+        raise ValueError(f"variant {name!r} is already registered")
+    VARIANTS[name] = factory
+
+
+def build_gate(name: str, dim: int, **kwargs: Any) -> ResidualGate:
+    """Build the residual variant ``name`` for feature dimension ``dim``.
+
+    Raises:
+        ValueError: unknown ``name``.
+        TypeError: a keyword the variant does not take (the message names the variant).
+    """
+    if name not in VARIANTS:
+        raise ValueError(f"unknown variant {name!r}; available: {', '.join(sorted(VARIANTS))}")
+    try:
+        return VARIANTS[name](dim, **kwargs)
+    except TypeError as err:
+        raise TypeError(f"variant {name!r} does not accept {sorted(kwargs)}: {err}") from err
