@@ -15,6 +15,7 @@ from collections.abc import Sequence
 # subcommand name -> module path. Keep each subcommand's code in its own module.
 SUBCOMMANDS: dict[str, str] = {
     "demo": "vectorgate.cli.demo",
+    "compare": "vectorgate.cli.compare",
     "inspect": "vectorgate.cli.inspect_cmd",
 }
 

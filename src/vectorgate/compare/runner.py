@@ -1,0 +1,191 @@
+"""Train every (task, variant, seed) at equal steps and data order; append one JSON record per run."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import platform
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from vectorgate.compare.spec import VariantSpec
+from vectorgate.compare.task import TASKS, Task
+from vectorgate.patching import gates, param_groups
+
+__all__ = ["load_runs", "run_comparison", "run_one"]
+
+
+def _schedule(steps: int) -> callable:
+    """Linear warmup over 10% of the steps, then cosine decay to 10% of the peak."""
+    warmup = max(1, steps // 10)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, steps - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _curvature_stats(model: nn.Module) -> dict[str, float] | None:
+    """Mean and max |c| over the model's VectorGates (None when it has none)."""
+    cs = [g.effective_curvature().detach().abs().flatten() for _, g in gates(model) if hasattr(g, "effective_curvature")]
+    if not cs:
+        return None
+    c = torch.cat(cs).float()
+    return {"mean_abs_c": float(c.mean()), "max_abs_c": float(c.max())}
+
+
+def run_one(task: Task, spec: VariantSpec, seed: int) -> dict[str, Any]:
+    """Train one arm of ``task`` from scratch and return its record.
+
+    The global RNG is seeded with ``seed`` before the model is built (so the backbone and
+    head start the same for every variant), and batches come from a generator seeded with
+    ``seed`` alone (so every variant sees the same data in the same order).
+
+    Returns:
+        A JSON-serialisable dict: the final metric, its curve, the training-loss curve,
+        trainable/total parameters, wall time, whether the loss went non-finite, and the
+        gates' curvature at the end (VectorGate variants).
+    """
+    torch.manual_seed(seed)
+    model = task.build_model(spec, seed).to(task.device)
+    lr = task.lr * spec.lr_mult
+    groups = param_groups(model, weight_decay=task.weight_decay, lr=lr, gate_lr=lr * spec.gate_lr_mult)
+    optimizer = torch.optim.AdamW(groups, lr=lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(task.steps))
+    generator = torch.Generator().manual_seed(seed)
+    eval_at = {max(1, round(task.steps * k / task.eval_points)) for k in range(1, task.eval_points + 1)}
+    loss_every = max(1, task.steps // 50)
+    curve: list[list[float]] = []
+    losses: list[list[float]] = []
+    diverged_at = None
+    start = time.perf_counter()
+    for step in range(1, task.steps + 1):
+        model.train()
+        loss = task.loss(model, task.batch(step, generator))
+        if not torch.isfinite(loss):
+            diverged_at = step
+            break
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
+        optimizer.step()
+        scheduler.step()
+        if step % loss_every == 0 or step == task.steps:
+            losses.append([step, float(loss.detach())])
+        if step in eval_at:
+            model.eval()
+            curve.append([step, float(task.evaluate(model))])
+    elapsed = time.perf_counter() - start
+    return {
+        "task": task.name,
+        "metric": task.metric,
+        "higher_is_better": task.higher_is_better,
+        "variant": spec.label,
+        "variant_name": spec.variant,
+        "variant_kwargs": spec.kwargs,
+        "lr": lr,
+        "gate_lr": lr * spec.gate_lr_mult,
+        "seed": seed,
+        "steps": task.steps,
+        "batch_size": task.batch_size,
+        "final": float("nan") if diverged_at else curve[-1][1],
+        "diverged_at": diverged_at,
+        "curve": curve,
+        "train_loss": losses,
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "total_params": sum(p.numel() for p in model.parameters()),
+        "time_s": elapsed,
+        "curvature": _curvature_stats(model),
+        "threads": torch.get_num_threads(),
+        "device": task.device,
+    }
+
+
+def load_runs(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Records of ``runs.jsonl`` (an absent file gives [])."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def machine_description(device: str) -> str:
+    """A line naming the machine, e.g. ``x86_64, 2 CPU cores, 2 torch threads, torch 2.14.1``."""
+    where = torch.cuda.get_device_name() if device.startswith("cuda") else f"{os.cpu_count()} CPU cores"
+    return (f"{platform.machine()}, {where}, {torch.get_num_threads()} torch threads, "
+            f"torch {torch.__version__}, Python {platform.python_version()}")
+
+
+def run_comparison(
+    tasks: Sequence[str | Task],
+    specs: Sequence[VariantSpec],
+    seeds: Sequence[int],
+    output_dir: str | os.PathLike,
+    *,
+    quick: bool = False,
+    scale: float = 1.0,
+    device: str = "cpu",
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Run every (task, variant, seed) not already in ``output_dir/runs.jsonl``; append as it goes.
+
+    A run that raises is recorded with its error (and counted in the report), so one broken
+    arm does not lose the others.
+
+    Returns:
+        All records now in ``runs.jsonl`` (earlier ones included).
+
+    Raises:
+        ValueError: unknown task name, no variants or no seeds.
+    """
+    if not specs or not seeds:
+        raise ValueError(f"need at least one variant and one seed, got {len(specs)} variants and {len(seeds)} seeds")
+    task_objs: list[Task] = []
+    for t in tasks:
+        if isinstance(t, str):
+            if t not in TASKS:
+                raise ValueError(f"unknown task {t!r}; available: {', '.join(sorted(TASKS))}")
+            t = TASKS[t]()
+        t.device = device
+        t.configure(quick=quick, scale=scale)
+        task_objs.append(t)
+    out = pathlib.Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    runs_path = out / "runs.jsonl"
+    done = {(r["task"], r["variant"], r["seed"]) for r in load_runs(runs_path)}
+    todo = [(t, s, seed) for t in task_objs for s in specs if t.supports(s) for seed in seeds
+            if (t.name, s.label, seed) not in done]
+    bar = _progress(len(todo), progress)
+    loaded: set[str] = set()
+    for task, spec, seed in todo:
+        bar.set_description(f"{task.name} {spec.label} seed {seed}")
+        if task.name not in loaded:
+            task.load()
+            loaded.add(task.name)
+        try:
+            record = run_one(task, spec, seed)
+        except Exception as err:  # recorded, reported, and the sweep goes on
+            record = {"task": task.name, "metric": task.metric, "higher_is_better": task.higher_is_better,
+                      "variant": spec.label, "seed": seed, "error": f"{type(err).__name__}: {err}"}
+            bar.write(f"run failed: {task.name} {spec.label} seed {seed}: {record['error']}")
+        record["machine"] = machine_description(device)
+        with runs_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        bar.update(1)
+    bar.close()
+    return load_runs(runs_path)
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, unit="run")

@@ -1,0 +1,30 @@
+"""Put a variant into a model's residuals via ``vectorgate.patch`` (shared by the built-in tasks)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from vectorgate.compare.spec import VariantSpec
+from vectorgate.patching import gates, mark_only_gates_trainable, patch
+
+
+def patch_variant(model: nn.Module, spec: VariantSpec, seed: int) -> nn.Module:
+    """Patch every residual of ``model`` with ``spec``'s variant.
+
+    The gates are drawn from their own RNG stream (seeded by ``seed``), so the backbone
+    initialisation and the training data order do not depend on the variant.
+    """
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(10_000 + seed)
+        return patch(model, variant=spec.variant, **spec.kwargs)
+
+
+def freeze_all_but_gates(model: nn.Module, keep: tuple[str, ...]) -> None:
+    """Gate-only training; for a variant without parameters (``plain``) only ``keep`` trains."""
+    if any(p.numel() for _, gate in gates(model) for p in gate.parameters()):
+        mark_only_gates_trainable(model, extra=keep)
+        return
+    for name, p in model.named_parameters():
+        p.requires_grad_(any(k in name.split(".") for k in keep))

@@ -1,0 +1,56 @@
+"""A small ViT (timm) trained from scratch on real MNIST digits; metric: validation accuracy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from vectorgate.assets import load_mnist, split_indices
+from vectorgate.compare.spec import VariantSpec
+from vectorgate.compare.task import ClassificationTask
+from vectorgate.compare.tasks._patching import patch_variant
+
+# MNIST's pixel mean and std, the usual normalisation.
+_MEAN, _STD = 0.1307, 0.3081
+
+
+@dataclass
+class ViTMnistTask(ClassificationTask):
+    """timm ``VisionTransformer`` (28x28 input, 7x7 patches -> 16 tokens) on 4,000/1,000 MNIST digits.
+
+    Both residuals of every block go through the variant (``vectorgate.patch``).
+    """
+
+    name: str = "vit_mnist"
+    steps: int = 300
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    embed_dim: int = 64
+    depth: int = 4
+    num_heads: int = 4
+
+    def configure(self, *, quick: bool = False, scale: float = 1.0) -> None:
+        super().configure(quick=quick, scale=scale)
+        if quick:
+            self.embed_dim, self.depth, self.num_heads = 16, 1, 2
+
+    def load(self) -> None:
+        x, y = load_mnist()
+        x = (x - _MEAN) / _STD
+        train, val = split_indices(len(y), (0.8, 0.2), seed=0)
+        self.x_train, self.y_train, self.x_val, self.y_val = x[train], y[train], x[val], y[val]
+
+    def build_model(self, spec: VariantSpec, seed: int) -> nn.Module:
+        try:
+            from timm.models.vision_transformer import VisionTransformer
+        except ImportError as err:
+            raise ImportError("the vit_mnist task needs timm: `pip install vectorgate[timm]`") from err
+        import vectorgate.integrations.timm  # noqa: F401  (registers the timm family for patch())
+
+        model = VisionTransformer(
+            img_size=28, patch_size=7, in_chans=1, num_classes=10, embed_dim=self.embed_dim,
+            depth=self.depth, num_heads=self.num_heads, mlp_ratio=2.0,
+        )
+        return patch_variant(model, spec, seed)
