@@ -20,12 +20,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "'lora[r=8]' in bert_rt_gates_vs_lora). Default: every registered variant.",
     )
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default 3)")
-    parser.add_argument("--output-dir", required=True, help="where runs.jsonl, results.md and plots go")
+    parser.add_argument("--output-dir", required=True, help="where runs*.jsonl, results.md and plots go")
+    parser.add_argument("--markdown", default=None, help="where to write the table (default: OUTPUT_DIR/results.md)")
+    parser.add_argument("--shard", default=None,
+                        help="append to OUTPUT_DIR/runs-SHARD.jsonl (lets several processes fill one folder)")
+    parser.add_argument("--note", default=None, help="a line for the report, e.g. what else loaded the machine")
     parser.add_argument("--quick", action="store_true", help="tiny models and 3 steps (smoke test)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every task's steps (e.g. 10 on a GPU)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--report-only", action="store_true", help="only rebuild results.md and plots from runs.jsonl")
+    parser.add_argument("--report-only", action="store_true", help="only rebuild the table and plots from the runs in OUTPUT_DIR")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -57,19 +61,35 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = pathlib.Path(args.output_dir)
+    command = _command_line(args)
     if args.report_only:
-        runs = load_runs(out / "runs.jsonl")
+        runs = load_runs(out)
         if not runs:
-            raise SystemExit(f"no runs in {out / 'runs.jsonl'}")
+            raise SystemExit(f"no runs*.jsonl records in {out}")
     else:
-        runs = run_comparison(args.tasks, specs, range(args.seeds), out, quick=args.quick, scale=args.scale,
-                              device=args.device, progress=not args.no_progress)
+        try:
+            runs = run_comparison(args.tasks, specs, range(args.seeds), out, quick=args.quick, scale=args.scale,
+                                  device=args.device, progress=not args.no_progress, shard=args.shard,
+                                  command=command)
+        except ValueError as err:
+            raise SystemExit(str(err)) from err
     plots = write_plots(runs, out)
-    command = "vectorgate " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["compare"] else "vectorgate compare ..."
-    write_markdown(runs, out / "results.md", command=command, plots=plots)
+    markdown = pathlib.Path(args.markdown) if args.markdown else out / "results.md"
+    markdown.parent.mkdir(parents=True, exist_ok=True)
+    write_markdown(runs, markdown, command=command, plots=plots, note=args.note)
     failed = [r for r in runs if "error" in r]
-    print(f"{len(runs)} runs in {out / 'runs.jsonl'}; table: {out / 'results.md'}")
+    print(f"{len(runs)} runs in {out}; table: {markdown}")
     if failed:
         print(f"{len(failed)} run(s) failed; see results.md", file=sys.stderr)
         return 1
     return 0
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    """The command as typed (when run as ``vectorgate compare ...``), else rebuilt from ``args``."""
+    if sys.argv[1:2] == ["compare"]:
+        return "vectorgate " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    parts = ["vectorgate compare", "--tasks", *args.tasks, "--variants", *map(shlex.quote, args.variants),
+             "--seeds", str(args.seeds), "--output-dir", args.output_dir]
+    parts += ["--quick"] * args.quick + (["--scale", str(args.scale)] if args.scale != 1.0 else [])
+    return " ".join(parts)

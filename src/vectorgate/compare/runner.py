@@ -7,8 +7,9 @@ import math
 import os
 import pathlib
 import platform
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -21,7 +22,7 @@ from vectorgate.patching import gates, param_groups
 __all__ = ["load_runs", "run_comparison", "run_one"]
 
 
-def _schedule(steps: int) -> callable:
+def _schedule(steps: int) -> Callable[[int], float]:
     """Linear warmup over 10% of the steps, then cosine decay to 10% of the peak."""
     warmup = max(1, steps // 10)
 
@@ -111,11 +112,14 @@ def run_one(task: Task, spec: VariantSpec, seed: int) -> dict[str, Any]:
 
 
 def load_runs(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Records of ``runs.jsonl`` (an absent file gives [])."""
+    """Records of one ``.jsonl`` file, or of every ``runs*.jsonl`` in a folder (absent: []).
+
+    Several processes may fill one folder at once, each through its own shard file
+    (``runs-<shard>.jsonl``), and one report reads them all.
+    """
     path = pathlib.Path(path)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    files = sorted(path.glob("runs*.jsonl")) if path.is_dir() else [path] if path.exists() else []
+    return [json.loads(line) for f in files for line in f.read_text().splitlines() if line.strip()]
 
 
 def machine_description(device: str) -> str:
@@ -135,8 +139,15 @@ def run_comparison(
     scale: float = 1.0,
     device: str = "cpu",
     progress: bool = True,
+    shard: str | None = None,
+    command: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every (task, variant, seed) not already in ``output_dir/runs.jsonl``; append as it goes.
+    """Run every (task, variant, seed) not already recorded in ``output_dir``; append as it goes.
+
+    Records go to ``output_dir/runs.jsonl``, or ``runs-<shard>.jsonl`` when ``shard`` is
+    given (for several processes filling one folder). Runs recorded in any shard are skipped,
+    so an interrupted comparison resumes where it stopped. ``command`` is stored in each
+    record so the report can say how every number was made.
 
     A run that raises is recorded with its error (and counted in the report), so one broken
     arm does not lose the others.
@@ -160,8 +171,10 @@ def run_comparison(
         task_objs.append(t)
     out = pathlib.Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    runs_path = out / "runs.jsonl"
-    done = {(r["task"], r["variant"], r["seed"]) for r in load_runs(runs_path)}
+    if shard is not None and not re.fullmatch(r"[\w.-]+", shard):
+        raise ValueError(f"shard must be letters, digits, '.', '_' or '-', got {shard!r}")
+    runs_path = out / ("runs.jsonl" if shard is None else f"runs-{shard}.jsonl")
+    done = {(r["task"], r["variant"], r["seed"]) for r in load_runs(out)}
     todo = [(t, s, seed) for t in task_objs for s in specs if t.supports(s) for seed in seeds
             if (t.name, s.label, seed) not in done]
     bar = _progress(len(todo), progress)
@@ -178,11 +191,12 @@ def run_comparison(
                       "variant": spec.label, "seed": seed, "error": f"{type(err).__name__}: {err}"}
             bar.write(f"run failed: {task.name} {spec.label} seed {seed}: {record['error']}")
         record["machine"] = machine_description(device)
+        record["command"] = command
         with runs_path.open("a") as f:
             f.write(json.dumps(record) + "\n")
         bar.update(1)
     bar.close()
-    return load_runs(runs_path)
+    return load_runs(out)
 
 
 def _progress(total: int, enabled: bool):

@@ -33,14 +33,14 @@ class BertRottenTomatoesTask(Task):
 
     name: str = "bert_rt"
     metric: str = "accuracy"
-    steps: int = 60
+    steps: int = 20
     batch_size: int = 16
     lr: float = 5e-5
     weight_decay: float = 0.01
-    max_length: int = 64
+    max_length: int = 48
     n_train: int = 8000
-    n_val: int = 800
-    eval_points: int = 3
+    n_val: int = 400
+    eval_points: int = 2
     keep_trainable: tuple[str, ...] = ("classifier",)
 
     def configure(self, *, quick: bool = False, scale: float = 1.0) -> None:
