@@ -4,4 +4,4 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/bootstrap.sh"
 cd "$root"
-exec .venv/bin/python examples/custom_block.py "$@"
+exec .venv/bin/python examples/bert_example.py "$@"

@@ -33,7 +33,8 @@ def test_wheel_builds_with_py_typed_and_entry_point(tmp_path):
 
 def test_version_and_public_api():
     assert vectorgate.__version__ == "0.1.0"
-    for name in ("VectorGate", "GatedResidual", "gated_residual", "exp_gated_residual", "GateOutput"):
+    for name in ("VectorGate", "GatedResidual", "gated_residual", "exp_gated_residual", "GateOutput",
+                 "GatedBertOutput", "patch", "gates", "save_gates", "load_gates", "mark_only_gates_trainable"):
         assert name in vectorgate.__all__ and hasattr(vectorgate, name)
 
 

@@ -3,17 +3,66 @@
     s = c * tanh(g(x)),  alpha = exp(s),  beta = exp(-s),  y = alpha * x + beta * f(x)
 """
 
+from typing import Any
+
+from vectorgate import distributed, inspect, stability, variants
+from vectorgate.base import ResidualGate
 from vectorgate.functional import exp_gated_residual, gated_residual
 from vectorgate.gate import GateOutput, VectorGate
+from vectorgate.io import load_gates, save_gates
+from vectorgate.patching import (
+    gates,
+    is_patched,
+    mark_only_gates_trainable,
+    param_groups,
+    patch,
+    reset_gates,
+    unpatch,
+)
 from vectorgate.residual import GatedResidual
+from vectorgate.stability import NonFiniteError, UnstableGateWarning, check_gates
 
 __version__ = "0.1.0"
 
+# Names that need an optional dependency, imported on first access.
+_LAZY = {
+    "GatedBertOutput": "vectorgate.integrations.transformers",
+    "GatedBertSelfOutput": "vectorgate.integrations.transformers",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'vectorgate' has no attribute {name!r}")
+
+
 __all__ = [
     "GateOutput",
+    "GatedBertOutput",
+    "GatedBertSelfOutput",
     "GatedResidual",
+    "NonFiniteError",
+    "ResidualGate",
+    "UnstableGateWarning",
     "VectorGate",
     "__version__",
+    "check_gates",
+    "distributed",
     "exp_gated_residual",
     "gated_residual",
+    "gates",
+    "inspect",
+    "is_patched",
+    "load_gates",
+    "mark_only_gates_trainable",
+    "param_groups",
+    "patch",
+    "reset_gates",
+    "save_gates",
+    "stability",
+    "unpatch",
+    "variants",
 ]
