@@ -33,7 +33,7 @@ class BertRottenTomatoesTask(Task):
 
     name: str = "bert_rt"
     metric: str = "accuracy"
-    steps: int = 20
+    steps: int = 50
     batch_size: int = 16
     lr: float = 5e-5
     weight_decay: float = 0.01
@@ -109,6 +109,7 @@ class BertGatesVsLoraTask(BertRottenTomatoesTask):
     """
 
     name: str = "bert_rt_gates_vs_lora"
+    steps: int = 100
     lr: float = 1e-3
     gate_only: bool = True
 

@@ -26,15 +26,15 @@ class CharLMShakespeareTask(Task):
     name: str = "charlm_shakespeare"
     metric: str = "val_bpc"
     higher_is_better: bool = False
-    steps: int = 120
-    batch_size: int = 16
+    steps: int = 350
+    batch_size: int = 32
     lr: float = 3e-3
     weight_decay: float = 0.1
     context: int = 64
-    n_embd: int = 64
-    n_layer: int = 3
+    n_embd: int = 96
+    n_layer: int = 4
     n_head: int = 4
-    eval_windows: int = 32
+    eval_windows: int = 64
     max_chars: int | None = 2_000_000
 
     def configure(self, *, quick: bool = False, scale: float = 1.0) -> None:

@@ -23,13 +23,13 @@ class ViTMnistTask(ClassificationTask):
     """
 
     name: str = "vit_mnist"
-    steps: int = 100
-    batch_size: int = 32
+    steps: int = 600
+    batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.05
-    embed_dim: int = 48
-    depth: int = 3
-    num_heads: int = 3
+    embed_dim: int = 64
+    depth: int = 4
+    num_heads: int = 4
 
     def configure(self, *, quick: bool = False, scale: float = 1.0) -> None:
         super().configure(quick=quick, scale=scale)
