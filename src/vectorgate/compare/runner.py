@@ -177,6 +177,10 @@ def run_comparison(
     done = {(r["task"], r["variant"], r["seed"]) for r in load_runs(out)}
     todo = [(t, s, seed) for t in task_objs for s in specs if t.supports(s) for seed in seeds
             if (t.name, s.label, seed) not in done]
+    for t in task_objs:
+        skipped = [s.label for s in specs if not t.supports(s)]
+        if skipped:
+            print(f"{t.name}: not run for {', '.join(skipped)} (the task does not support them)", flush=True)
     bar = _progress(len(todo), progress)
     loaded: set[str] = set()
     for task, spec, seed in todo:
