@@ -177,8 +177,10 @@ def plot_s_distribution(stats: Mapping[str, GateStats], path: str | pathlib.Path
     if len(sites) > 1:
         from matplotlib.patches import Patch
 
+        # Outside the axes, so that it never hides a violin.
         ax.legend(handles=[Patch(color=c, label=s) for c, s in zip(colors, sites, strict=True)],
-                  fontsize=8, loc="best", title="site", title_fontsize=8)
+                  fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), title="site",
+                  title_fontsize=8)
     return _save(fig, path)
 
 
@@ -246,5 +248,8 @@ def plot_token_beta(
     cbar.set_label("exp(-mean s) = geometric mean of beta")
     cbar.minorticks_off()
     ticks = [math.exp(v) for v in torch.linspace(-spread, spread, 5).tolist()]
-    cbar.set_ticks(ticks, labels=[f"{t:.3g}" for t in ticks])
+    digits = 3
+    while len({f"{t:.{digits}g}" for t in ticks}) < len(ticks) and digits < 8:
+        digits += 1  # beta stays near 1: add digits until the tick labels differ
+    cbar.set_ticks(ticks, labels=[f"{t:.{digits}g}" for t in ticks])
     return _save(fig, path)
