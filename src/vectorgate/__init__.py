@@ -9,6 +9,7 @@ from vectorgate import distributed, inspect, stability, variants
 from vectorgate.base import ResidualGate
 from vectorgate.functional import exp_gated_residual, gated_residual
 from vectorgate.gate import GateOutput, VectorGate
+from vectorgate.inspect import GateRecorder, GateStats, write_report
 from vectorgate.io import load_gates, save_gates
 from vectorgate.patching import (
     gates,
@@ -41,6 +42,8 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "GateOutput",
+    "GateRecorder",
+    "GateStats",
     "GatedBertOutput",
     "GatedBertSelfOutput",
     "GatedResidual",
@@ -65,4 +68,5 @@ __all__ = [
     "stability",
     "unpatch",
     "variants",
+    "write_report",
 ]
