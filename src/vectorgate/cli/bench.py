@@ -1,0 +1,130 @@
+"""``vectorgate bench``: op-level and BERT-step benchmarks; prints tables, writes JSON.
+
+The code lives in :mod:`vectorgate.bench`; ``benchmarks/bench.py`` runs this same command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+HELP = (
+    "Benchmark the gated residual: one gate (naive eager / naive compiled / vectorgate, vs the "
+    "bandwidth floor) and a BERT training step (plain / naive-gated / vectorgate-gated)."
+)
+
+# Defaults per device. CPU sizes are smaller so a run takes minutes, not hours.
+OP_SHAPES = {
+    "cuda": "8192x768,8192x1024,8192x4096,32768x1024",
+    "cpu": "4096x768,1024x256",
+    "quick": "256x64",
+}
+MODEL_SIZES = {
+    # layers, hidden, heads, intermediate, batch, seq, vocab
+    "base": (12, 768, 12, 3072, 32, 256, 30522),
+    "small": (2, 256, 4, 1024, 8, 128, 8000),
+    "tiny": (1, 32, 2, 64, 2, 16, 100),
+}
+
+
+def _shapes(text: str) -> list[tuple[int, int]]:
+    shapes = []
+    for part in text.split(","):
+        try:
+            n, d = (int(v) for v in part.lower().split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"shapes are NxD separated by commas (e.g. 4096x768), got {part!r}") from None
+        if n < 1 or d < 1:
+            raise argparse.ArgumentTypeError(f"shape sizes must be positive, got {part!r}")
+        shapes.append((n, d))
+    return shapes
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default=None, help="cpu or cuda[:i] (default: cuda if available)")
+    parser.add_argument("--what", choices=("op", "model", "all"), default="all", help="which benchmark (default all)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, few rounds, no torch.compile (a smoke test)")
+    parser.add_argument("--shapes", type=_shapes, default=None, help="op shapes NxD,... (default per device)")
+    parser.add_argument("--dtype", default=None, help="op dtype: float32, bfloat16, float16 (default bf16 on GPU, fp32 on CPU)")
+    parser.add_argument("--parts", default="elementwise,gate", help="op parts: elementwise,gate (default both)")
+    parser.add_argument("--model-size", choices=sorted(MODEL_SIZES), default=None,
+                        help="BERT size (default base on GPU, small on CPU, tiny with --quick)")
+    parser.add_argument("--batch", type=int, default=None, help="override the BERT batch size")
+    parser.add_argument("--seq", type=int, default=None, help="override the BERT sequence length")
+    parser.add_argument("--amp", default=None, help="BERT autocast dtype or 'none' (default bfloat16 on GPU, none on CPU)")
+    parser.add_argument("--reps", type=int, default=None, help="timed rounds (default 9 op / 10 model; 3 with --quick)")
+    parser.add_argument("--no-compile", action="store_true", help="skip every torch.compile variant")
+    parser.add_argument("--cold-compile", action="store_true",
+                        help="disable inductor's caches so first-call figures include the full compile")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default torch's)")
+    parser.add_argument("--out", default=None, help="JSON path (default bench-results/bench-<device>.json)")
+
+
+def _config(args: argparse.Namespace):
+    import torch
+
+    from vectorgate.bench import ModelBenchConfig, OpBenchConfig
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("--device cuda was asked for but torch sees no CUDA device")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise SystemExit(f"--device must be cpu or cuda[:i], got {device!r}")
+    on_gpu = device.startswith("cuda")
+    dtype = args.dtype or ("bfloat16" if on_gpu else "float32")
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise SystemExit(f"--dtype must be float32, bfloat16 or float16, got {dtype!r}")
+    parts = tuple(p for p in args.parts.split(",") if p)
+    if not parts or set(parts) - {"elementwise", "gate"}:
+        raise SystemExit(f"--parts must list elementwise and/or gate, got {args.parts!r}")
+    compile_ = not (args.no_compile or args.quick)
+    shapes = args.shapes or _shapes(OP_SHAPES["quick" if args.quick else ("cuda" if on_gpu else "cpu")])
+    op = OpBenchConfig(
+        device=device, dtype=dtype, shapes=shapes, parts=parts, compile=compile_,
+        cpu_compiled=compile_, reps=args.reps or (3 if args.quick else 9),
+        warmup=1 if args.quick else 2, bandwidth_mib=16 if args.quick else 256,
+    )
+    size = args.model_size or ("tiny" if args.quick else ("base" if on_gpu else "small"))
+    layers, hidden, heads, inter, batch, seq, vocab = MODEL_SIZES[size]
+    amp = args.amp or ("bfloat16" if on_gpu else "none")
+    if amp not in ("none", "bfloat16", "float16"):
+        raise SystemExit(f"--amp must be none, bfloat16 or float16, got {amp!r}")
+    model = ModelBenchConfig(
+        device=device, layers=layers, hidden=hidden, heads=heads, intermediate=inter,
+        batch=args.batch or batch, seq=args.seq or seq, vocab=vocab,
+        amp_dtype=None if amp == "none" else amp, compile=compile_,
+        reps=args.reps or (3 if args.quick else 10), warmup=1 if args.quick else 3,
+    )
+    return device, op, model, size
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.cold_compile:
+        # Must be set before inductor reads its config.
+        os.environ["TORCHINDUCTOR_FORCE_DISABLE_CACHES"] = "1"
+    import torch
+
+    from vectorgate.bench import report, run_model_bench, run_op_bench
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device, op_cfg, model_cfg, size = _config(args)
+
+    def say(msg: str) -> None:
+        print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+    payload: dict = {"machine": report.machine(device), "command": " ".join(sys.argv)}
+    if args.what in ("op", "all"):
+        payload["op"] = run_op_bench(op_cfg, progress=say)
+        print(f"\n## One gate ({device}, copy bandwidth {payload['op']['copy_bandwidth_gbs']:.1f} GB/s)\n")
+        print(report.op_table(payload["op"]))
+    if args.what in ("model", "all"):
+        payload["model"] = run_model_bench(model_cfg, progress=say)
+        payload["model"]["size"] = size
+        print(f"\n## BERT training step ({size}: {model_cfg.layers} layers, d={model_cfg.hidden}, "
+              f"batch {model_cfg.batch}x{model_cfg.seq}, amp {model_cfg.amp_dtype or 'none'})\n")
+        print(report.model_table(payload["model"]))
+    out = report.write_json(args.out or f"bench-results/bench-{device.replace(':', '')}.json", payload)
+    print(f"\nJSON: {out}")
+    return 0
