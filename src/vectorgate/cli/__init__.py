@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, str] = {
     "demo": "vectorgate.cli.demo",
     "compare": "vectorgate.cli.compare",
     "inspect": "vectorgate.cli.inspect_cmd",
+    "bench": "vectorgate.cli.bench",
 }
 
 
