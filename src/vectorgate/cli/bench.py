@@ -100,15 +100,29 @@ def _config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.cold_compile:
-        # Must be set before inductor reads its config.
-        os.environ["TORCHINDUCTOR_FORCE_DISABLE_CACHES"] = "1"
     import torch
 
+    # Thread count and the cache switch are process-wide: put them back afterwards, so an
+    # in-process call (tests, notebooks) leaves no trace.
+    threads = torch.get_num_threads()
+    cache_env = os.environ.get("TORCHINDUCTOR_FORCE_DISABLE_CACHES")
+    try:
+        if args.cold_compile:
+            os.environ["TORCHINDUCTOR_FORCE_DISABLE_CACHES"] = "1"
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)
+        if cache_env is None:
+            os.environ.pop("TORCHINDUCTOR_FORCE_DISABLE_CACHES", None)
+        else:
+            os.environ["TORCHINDUCTOR_FORCE_DISABLE_CACHES"] = cache_env
+
+
+def _run(args: argparse.Namespace) -> int:
     from vectorgate.bench import report, run_model_bench, run_op_bench
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     device, op_cfg, model_cfg, size = _config(args)
 
     def say(msg: str) -> None:
