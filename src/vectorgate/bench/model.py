@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from vectorgate.bench.naive import ensure_registered
-from vectorgate.bench.timing import interleaved_medians, saved_for_backward, sync, time_once
+from vectorgate.bench.timing import env, interleaved_medians, saved_for_backward, sync, time_once
 
 VARIANTS = ("plain", "naive", "vectorgate")
 
@@ -43,6 +43,7 @@ class ModelBenchConfig:
     reps: int = 10
     warmup: int = 3
     compile: bool = True
+    cpu_compiled: bool = True  # on the CPU, also vectorgate eager with VECTORGATE_CPU_COMPILE=1
     init_curvature: float = 0.1
 
 
@@ -76,8 +77,12 @@ def _bert(cfg: ModelBenchConfig, variant: str, device: torch.device) -> nn.Modul
 class _Trainer:
     """One model, its AdamW and a fixed batch; ``step()`` is one training step."""
 
-    def __init__(self, model: nn.Module, cfg: ModelBenchConfig, device: torch.device, compiled: bool):
+    def __init__(
+        self, model: nn.Module, cfg: ModelBenchConfig, device: torch.device, compiled: bool,
+        cpu_compile: bool = False,
+    ):
         self.model = model
+        self.cpu_compile = cpu_compile
         self.forward = torch.compile(model) if compiled else model
         self.opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         gen = torch.Generator().manual_seed(1)
@@ -91,7 +96,8 @@ class _Trainer:
         return hidden.float().square().mean()
 
     def step(self) -> None:
-        self.loss().backward()
+        with env("VECTORGATE_CPU_COMPILE", "1" if self.cpu_compile else None):
+            self.loss().backward()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
 
@@ -123,9 +129,14 @@ def run_model_bench(cfg: ModelBenchConfig, progress: Callable[[str], None] | Non
     first: dict[tuple[str, str], float] = {}
     for variant in VARIANTS:
         model = _bert(cfg, variant, device)
-        for mode in modes:
-            # eager and compiled share one model (and its weights), not its optimizer state.
-            trainer = _Trainer(model, cfg, device, compiled=mode == "compiled")
+        variant_modes = list(modes)
+        if variant == "vectorgate" and device.type == "cpu" and cfg.cpu_compiled:
+            variant_modes.append("eager+cpu_compile")
+        for mode in variant_modes:
+            # The modes share one model (and its weights), not its optimizer state.
+            trainer = _Trainer(
+                model, cfg, device, compiled=mode == "compiled", cpu_compile=mode == "eager+cpu_compile"
+            )
             say(f"{variant} {mode}: first step")
             first[variant, mode] = time_once(trainer.step, device)
             trainers[variant, mode] = trainer
@@ -133,7 +144,8 @@ def run_model_bench(cfg: ModelBenchConfig, progress: Callable[[str], None] | Non
     ms = interleaved_medians({k: t.step for k, t in trainers.items()}, device, cfg.reps, cfg.warmup)
     rows = []
     for (variant, mode), trainer in trainers.items():
-        saved = saved_for_backward(trainer.loss, trainer.ids, ())
+        with env("VECTORGATE_CPU_COMPILE", "1" if trainer.cpu_compile else None):
+            saved = saved_for_backward(trainer.loss, trainer.ids, ())
         peak = trainer.peak_bytes()
         rows.append({
             "variant": variant, "mode": mode, "step_ms": ms[variant, mode],
@@ -143,7 +155,7 @@ def run_model_bench(cfg: ModelBenchConfig, progress: Callable[[str], None] | Non
         })
     plain = {r["mode"]: r for r in rows if r["variant"] == "plain"}
     for r in rows:
-        base = plain[r["mode"]]
+        base = plain[r["mode"].split("+")[0]]
         r["step_vs_plain"] = r["step_ms"] / base["step_ms"]
         r["saved_vs_plain"] = r["saved_mib"] / base["saved_mib"]
         r["peak_vs_plain"] = None if r["peak_gib"] is None else r["peak_gib"] / base["peak_gib"]

@@ -16,9 +16,7 @@ GEMM's epilogue at the limit), as BASELINES.md counts them.
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -28,6 +26,7 @@ from torch import Tensor
 from vectorgate.bench.naive import naive_gated_residual
 from vectorgate.bench.timing import (
     copy_bandwidth,
+    env,
     interleaved_medians,
     saved_for_backward,
     time_once,
@@ -54,32 +53,13 @@ class OpBenchConfig:
     bandwidth_mib: int = 256
 
 
-@contextlib.contextmanager
-def _env(name: str, value: str | None) -> Iterator[None]:
-    old = os.environ.get(name)
-    if value is None:
-        os.environ.pop(name, None)
-    else:
-        os.environ[name] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old
-
-
-def _with_env(fn: Callable, name: str, value: str | None) -> Callable:
-    def wrapped(*args, **kwargs):
-        with _env(name, value):
-            return fn(*args, **kwargs)
-
-    return wrapped
-
-
 def _fused(x: Tensor, f_x: Tensor, z: Tensor, c: Tensor) -> Tensor:
     return exp_gated_residual(x, f_x, z, c)
+
+
+#: VECTORGATE_CPU_COMPILE while a fused implementation runs, forward *and* backward (the
+#: custom op dispatches again in backward, after the forward call has returned).
+_CPU_COMPILE_ENV: dict[str, str | None] = {"vectorgate": None, "vectorgate_cpu_compiled": "1"}
 
 
 def implementations(device: torch.device, cfg: OpBenchConfig) -> dict[str, Callable]:
@@ -87,21 +67,18 @@ def implementations(device: torch.device, cfg: OpBenchConfig) -> dict[str, Calla
     impls: dict[str, Callable] = {"naive_eager": naive_gated_residual}
     if cfg.compile:
         impls["naive_compiled"] = torch.compile(naive_gated_residual)
-    impls["vectorgate"] = _with_env(_fused, "VECTORGATE_CPU_COMPILE", None)
+    impls["vectorgate"] = _fused
     if device.type == "cpu" and cfg.cpu_compiled:
-        impls["vectorgate_cpu_compiled"] = _with_env(_fused, "VECTORGATE_CPU_COMPILE", "1")
+        impls["vectorgate_cpu_compiled"] = _fused
     return impls
 
 
 def _backend(impl: str, x: Tensor) -> str:
     """What ran the fused op for ``impl`` ("" for the naive ones)."""
-    if impl == "vectorgate_cpu_compiled":
-        with _env("VECTORGATE_CPU_COMPILE", "1"):
-            return dispatch.backend(x)
-    if impl == "vectorgate":
-        with _env("VECTORGATE_CPU_COMPILE", None):
-            return dispatch.backend(x)
-    return ""
+    if impl not in _CPU_COMPILE_ENV:
+        return ""
+    with env("VECTORGATE_CPU_COMPILE", _CPU_COMPILE_ENV[impl]):
+        return dispatch.backend(x)
 
 
 def _inputs(n: int, d: int, dtype: torch.dtype, device: torch.device) -> dict[str, Tensor]:
@@ -118,8 +95,8 @@ def _inputs(n: int, d: int, dtype: torch.dtype, device: torch.device) -> dict[st
     }
 
 
-def _calls(part: str, impl: Callable, t: dict[str, Tensor]) -> tuple[Callable, Callable, tuple[Tensor, ...]]:
-    """(forward, forward+backward, leaves) closures for one part and implementation."""
+def _calls(name: str, part: str, impl: Callable, t: dict[str, Tensor]) -> tuple[Callable, Callable]:
+    """(forward, forward+backward) closures for one part and implementation."""
     if part == "elementwise":
         leaves = (t["x"], t["f_x"], t["z"], t["c"])
 
@@ -135,7 +112,19 @@ def _calls(part: str, impl: Callable, t: dict[str, Tensor]) -> tuple[Callable, C
         # autograd.grad rather than .backward(): no accumulation into .grad to time.
         return torch.autograd.grad(fwd(), leaves, t["dy"])
 
-    return fwd, fwd_bwd, leaves
+    if name not in _CPU_COMPILE_ENV:
+        return fwd, fwd_bwd
+    value = _CPU_COMPILE_ENV[name]
+
+    def fwd_env() -> Tensor:
+        with env("VECTORGATE_CPU_COMPILE", value):
+            return fwd()
+
+    def fwd_bwd_env() -> tuple[Tensor, ...]:
+        with env("VECTORGATE_CPU_COMPILE", value):
+            return fwd_bwd()
+
+    return fwd_env, fwd_bwd_env
 
 
 def _gemm_ms(t: dict[str, Tensor], device: torch.device, cfg: OpBenchConfig) -> tuple[float, float]:
@@ -167,15 +156,15 @@ def run_op_bench(cfg: OpBenchConfig, progress: Callable[[str], None] | None = No
         gemm_fwd, gemm_bwd = _gemm_ms(t, device, cfg) if "gate" in cfg.parts else (0.0, 0.0)
         for part in cfg.parts:
             say(f"{part} {n}x{d} {cfg.dtype}")
-            calls = {name: _calls(part, impl, t) for name, impl in impls.items()}
-            first = {name: time_once(fb, device) for name, (_, fb, _) in calls.items()}
+            calls = {name: _calls(name, part, impl, t) for name, impl in impls.items()}
+            first = {name: time_once(fb, device) for name, (_, fb) in calls.items()}
             fwd = interleaved_medians({k: v[0] for k, v in calls.items()}, device, cfg.reps, cfg.warmup)
             fwd_bwd = interleaved_medians({k: v[1] for k, v in calls.items()}, device, cfg.reps, cfg.warmup)
             p_fwd, p_all = PASSES[part]
             g_fwd, g_all = GEMMS[part]
             floor_fwd = g_fwd * gemm_fwd + p_fwd * pass_ms
             floor_all = (gemm_fwd + gemm_bwd if g_all else 0.0) + p_all * pass_ms
-            for name, (f, _, _) in calls.items():
+            for name, (f, _) in calls.items():
                 saved = saved_for_backward(f, t["x"], (t["x"], t["f_x"], t["W"], t["b"], t["c"]))
                 rows.append({
                     "part": part, "n": n, "d": d, "dtype": cfg.dtype, "impl": name,

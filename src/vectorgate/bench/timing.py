@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -100,3 +102,20 @@ def saved_for_backward(fn: Callable[[], object], like: Tensor, held: Iterable[Te
             extra += nbytes
             n_like += t.numel() == like.numel()
     return SavedTensors(total, n_like, extra)
+
+
+@contextlib.contextmanager
+def env(name: str, value: str | None) -> Iterator[None]:
+    """Set (or, with None, unset) an environment variable for the ``with`` block."""
+    old = os.environ.get(name)
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old

@@ -6,7 +6,6 @@ The code lives in :mod:`vectorgate.bench`; ``benchmarks/bench.py`` runs this sam
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 HELP = (
@@ -104,20 +103,20 @@ def run(args: argparse.Namespace) -> int:
 
     # Thread count and the cache switch are process-wide: put them back afterwards, so an
     # in-process call (tests, notebooks) leaves no trace.
+    import torch._inductor.config as inductor_config
+
     threads = torch.get_num_threads()
-    cache_env = os.environ.get("TORCHINDUCTOR_FORCE_DISABLE_CACHES")
+    no_caches = inductor_config.force_disable_caches
     try:
         if args.cold_compile:
-            os.environ["TORCHINDUCTOR_FORCE_DISABLE_CACHES"] = "1"
+            # The config, not the environment variable: inductor has read that already.
+            inductor_config.force_disable_caches = True
         if args.threads:
             torch.set_num_threads(args.threads)
         return _run(args)
     finally:
         torch.set_num_threads(threads)
-        if cache_env is None:
-            os.environ.pop("TORCHINDUCTOR_FORCE_DISABLE_CACHES", None)
-        else:
-            os.environ["TORCHINDUCTOR_FORCE_DISABLE_CACHES"] = cache_env
+        inductor_config.force_disable_caches = no_caches
 
 
 def _run(args: argparse.Namespace) -> int:

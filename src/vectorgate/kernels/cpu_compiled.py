@@ -32,11 +32,14 @@ def _compiled(which: str):
 
 def forward(x: Tensor, f_x: Tensor, z: Tensor, c: Tensor, delta: bool) -> Tensor:
     """Compiled :func:`reference.exp_gated_residual_forward`; same shapes and dtypes."""
-    return _compiled("forward")(x, f_x, z, c, delta)
+    # The op's autograd is hand-written; compiling a training graph here would be waste.
+    with torch.no_grad():
+        return _compiled("forward")(x, f_x, z, c, delta)
 
 
 def backward(
     grad_y: Tensor, x: Tensor, f_x: Tensor, z: Tensor, c: Tensor, delta: bool
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Compiled :func:`reference.exp_gated_residual_backward`; same shapes and dtypes."""
-    return _compiled("backward")(grad_y, x, f_x, z, c, delta)
+    with torch.no_grad():
+        return _compiled("backward")(grad_y, x, f_x, z, c, delta)
