@@ -92,7 +92,7 @@ def _config(args: argparse.Namespace):
     model = ModelBenchConfig(
         device=device, layers=layers, hidden=hidden, heads=heads, intermediate=inter,
         batch=args.batch or batch, seq=args.seq or seq, vocab=vocab,
-        amp_dtype=None if amp == "none" else amp, compile=compile_,
+        amp_dtype=None if amp == "none" else amp, compile=compile_, cpu_compiled=compile_,
         reps=args.reps or (3 if args.quick else 10), warmup=1 if args.quick else 3,
     )
     return device, op, model, size
