@@ -25,7 +25,7 @@ step() {  # step NAME TIMEOUT_S CMD... : stdout -> NAME.md, stderr -> NAME.log
 
 { nvidia-smi; "$PY" -c "import torch, triton, transformers, platform; print(platform.python_version(), torch.__version__, torch.version.cuda, 'triton', triton.__version__, 'transformers', transformers.__version__, torch.cuda.get_device_name())"; git log --oneline -1; } > "$OUT/env.txt" 2>&1
 
-# 1. Correctness: Triton path vs reference (60 interpreter cases + 5 GPU sizes), dc
+# 1. Correctness: Triton path vs reference (62 interpreter cases + 5 GPU sizes), dc
 #    determinism, saved tensors, torch.compile(fullgraph=True) vs eager, autocast.
 step kernel_check 100 "$PY" -m vectorgate.bench.kernel_check "$OUT/kernel_check.json"
 

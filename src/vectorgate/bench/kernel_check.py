@@ -65,6 +65,8 @@ CASES: list[Case] = (
     # Saturated tanh, tiny |z| (the series branch) and a large curvature.
     + [Case((8, 65), F32, z_scale=40.0), Case((8, 65), F32, z_scale=1e-3), Case((8, 65), F32, c_scale=3.0)]
     + [Case((8, 65), BF16, z_scale=40.0, delta=True), Case((8, 65), F32, z_scale=0.05, delta=True)]
+    # No rows at all: nothing to launch, dc must still come back as zeros of c's shape.
+    + [Case((0, 7), F32), Case((2, 0, 33), BF16, c_scalar=True)]
 )
 
 #: GPU-sized cases, added on CUDA only (the interpreter would take minutes).
