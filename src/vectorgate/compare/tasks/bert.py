@@ -33,9 +33,9 @@ class BertRottenTomatoesTask(Task):
 
     name: str = "bert_rt"
     metric: str = "accuracy"
-    steps: int = 50
+    steps: int = 60
     batch_size: int = 16
-    lr: float = 5e-5
+    lr: float = 1e-4
     weight_decay: float = 0.01
     max_length: int = 48
     n_train: int = 8000
@@ -109,8 +109,8 @@ class BertGatesVsLoraTask(BertRottenTomatoesTask):
     """
 
     name: str = "bert_rt_gates_vs_lora"
-    steps: int = 100
-    lr: float = 1e-3
+    steps: int = 80
+    lr: float = 3e-3
     gate_only: bool = True
 
     def supports(self, spec: VariantSpec) -> bool:
