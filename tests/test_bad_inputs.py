@@ -568,11 +568,6 @@ def test_corrupted_gate_files_error_names_the_file(saved_gates, corruption):
         load_gates(_tiny(), saved_gates)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="compare/runner.py drops variants no task supports (t.supports(s)), so an unknown "
-    "variant gives 0 runs and exit 0 (reported to the lead; remove this mark once fixed)",
-)
 def test_compare_with_an_unknown_variant_is_an_error(tmp_path, capsys):
     from vectorgate.cli import main
 

@@ -177,6 +177,14 @@ def run_comparison(
     done = {(r["task"], r["variant"], r["seed"]) for r in load_runs(out)}
     todo = [(t, s, seed) for t in task_objs for s in specs if t.supports(s) for seed in seeds
             if (t.name, s.label, seed) not in done]
+    orphans = [s.label for s in specs if not any(t.supports(s) for t in task_objs)]
+    if orphans:
+        from vectorgate.variants import VARIANTS
+
+        raise ValueError(
+            f"no task here runs {orphans}: not a registered variant ({', '.join(sorted(VARIANTS))}) "
+            f"nor an arm of tasks {[t.name for t in task_objs]} (lora runs in bert_rt_gates_vs_lora only)"
+        )
     for t in task_objs:
         skipped = [s.label for s in specs if not t.supports(s)]
         if skipped:
