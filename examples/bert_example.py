@@ -7,7 +7,7 @@ gated by ``vectorgate.patch`` (identity at init, so both start from the same fun
 The gates get their own learning rate (``--gate-lr``): at the backbone's 5e-5 the curvature
 barely leaves zero.
 
-    python examples/bert_example.py                     # default: ~3 min on 2 CPU cores
+    python examples/bert_example.py                     # default: 60 steps per model
     python examples/bert_example.py --mode gates-only   # train only gates + classifier head
 
 Writes ``results.json``, ``curves.png`` (training loss, validation accuracy) and
@@ -44,7 +44,7 @@ SPLIT = (0.8, 0.1, 0.1)
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--steps", type=int, default=100, help="optimizer steps per model")
+    p.add_argument("--steps", type=int, default=60, help="optimizer steps per model")
     p.add_argument("--batch-size", type=int, default=32, help="training batch size")
     p.add_argument("--lr", type=float, default=5e-5, help="learning rate of the pretrained backbone (and of the head in full mode)")
     p.add_argument("--gate-lr", type=float, default=3e-3, help="learning rate of the gates (and of the head in gates-only mode)")
@@ -55,9 +55,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="full: fine-tune everything; gates-only: freeze the backbone and train the gates and the "
                         "classifier head (the plain model then trains its head only: a linear probe)")
     p.add_argument("--max-length", type=int, default=64, help="truncate snippets to this many tokens")
-    p.add_argument("--val-size", type=int, default=256, help="validation examples evaluated during training (0: none)")
+    p.add_argument("--val-size", type=int, default=128, help="validation examples evaluated during training (0: none)")
     p.add_argument("--test-size", type=int, default=0, help="test examples evaluated at the end (0: the whole test split)")
-    p.add_argument("--eval-every", type=int, default=25, help="steps between validation evaluations")
+    p.add_argument("--eval-every", type=int, default=20, help="steps between validation evaluations")
     p.add_argument("--eval-batch-size", type=int, default=64, help="batch size of evaluation")
     p.add_argument("--output-dir", default="outputs/bert_example", help="where results.json and the PNGs go")
     p.add_argument("--no-progress", action="store_true", help="hide the tqdm progress bars")
