@@ -189,3 +189,27 @@ def test_patch_accepts_every_variant(name):
         assert not torch.equal(after, before)
     after.sum().backward()
     assert all(p.grad is not None for _, g in found for p in g.parameters())
+
+
+@pytest.mark.parametrize("name", ["identity", "from_scratch"])
+def test_presets_build_gates_and_patch(name):
+    from vectorgate.presets import preset
+
+    kwargs = preset(name)
+    gate = build_gate("vectorgate", DIM, **kwargs)
+    c = kwargs.get("init_curvature", 0.0)
+    assert torch.equal(gate.effective_curvature(), torch.full((DIM,), c))
+    x, f = _pair(11)
+    if c == 0.0:
+        assert torch.equal(gate.residual(x, f), x + f)
+    else:
+        assert not torch.equal(gate.residual(x, f), x + f)
+    kwargs["init_curvature"] = 9.0  # a copy: the preset itself is unchanged
+    assert preset(name).get("init_curvature", 0.0) == c
+
+
+def test_unknown_preset_lists_the_known_ones():
+    from vectorgate.presets import preset
+
+    with pytest.raises(ValueError, match=r"unknown preset 'fast'.*from_scratch"):
+        preset("fast")
