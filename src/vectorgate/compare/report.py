@@ -137,6 +137,8 @@ def write_plots(runs: Sequence[dict[str, Any]], out_dir: str | os.PathLike) -> d
     written: dict[str, list[str]] = {}
     for task, rows in summary.items():
         fig, (ax_c, ax_b) = plt.subplots(1, 2, figsize=(13, 4.5))
+        # tab20: more arms than the default cycle's 10 colours, and still distinct.
+        ax_c.set_prop_cycle(color=plt.get_cmap("tab20").colors)
         for row in rows:
             curves = [r["curve"] for r in runs if r["task"] == task and r["variant"] == row["variant"]
                       and "error" not in r and not r.get("diverged_at")]
