@@ -30,6 +30,8 @@ import torch
 from torch import nn
 
 from vectorgate.assets import load_rotten_tomatoes, minilm_path, split_indices
+from vectorgate.inspect import write_report
+from vectorgate.io import save_gates
 from vectorgate.patching import (
     count_parameters,
     gates,
@@ -60,12 +62,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, default=20, help="steps between validation evaluations")
     p.add_argument("--eval-batch-size", type=int, default=64, help="batch size of evaluation")
     p.add_argument("--output-dir", default="outputs/bert_example", help="where results.json and the PNGs go")
+    p.add_argument("--report-texts", type=int, default=128,
+                   help="test snippets recorded for the gate report (gates/ + gate_report/ PNGs); 0: skip")
     p.add_argument("--no-progress", action="store_true", help="hide the tqdm progress bars")
     args = p.parse_args(argv)
     for name in ("steps", "batch_size", "max_length", "eval_every", "eval_batch_size"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
-    for name in ("val_size", "test_size"):
+    for name in ("val_size", "test_size", "report_texts"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     return args
@@ -296,6 +300,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     figures = plot(results, output_dir)
+    figures.append(save_gates(gated, output_dir / "gates"))
+    if args.report_texts:
+        # What the trained gates do, per layer, dimension and token (see docs/inspect.md).
+        texts = [data.texts[i] for i in test_idx[: args.report_texts].tolist()]
+        gated.eval()
+        write_report(gated, tokenizer, texts, output_dir / "gate_report", max_length=args.max_length,
+                     progress=not args.no_progress)
+        figures.append(output_dir / "gate_report")
     print()
     print(report(results))
     print(f"\nwrote {output_dir / 'results.json'}, " + ", ".join(str(f) for f in figures))

@@ -28,12 +28,16 @@ def test_bert_example_runs_and_reports(tmp_path, capsys, minilm_path, mode):
     results = example.main([
         "--steps", "2", "--batch-size", "4", "--val-size", "8", "--test-size", "8", "--eval-every", "1",
         "--max-length", "16", "--mode", mode, "--output-dir", str(tmp_path), "--no-progress", "--device", "cpu",
+        "--report-texts", "4" if mode == "full" else "0",
     ])
     printed = capsys.readouterr().out
     assert "Test split (8 examples): the gated model" in printed
     assert ("BEAT" in printed) == results["verdict"]["gated_beat_plain"]
-    for name in ("results.json", "curves.png", "curvature.png"):
+    for name in ("results.json", "curves.png", "curvature.png", "gates/gates.safetensors"):
         assert (tmp_path / name).stat().st_size > 0, name
+    report_files = ("summary.txt", "curvature.png", "s_distribution.png", "token_beta.png")
+    for name in report_files:  # the gate report is written only when asked for
+        assert (tmp_path / "gate_report" / name).exists() == (mode == "full"), name
     saved = json.loads((tmp_path / "results.json").read_text())
     plain, gated = saved["models"]["plain"], saved["models"]["gated"]
     assert plain["history"]["val_step"] == [1, 2] and len(gated["history"]["train_loss"]) == 2
