@@ -552,11 +552,6 @@ def test_corrupted_gate_files_raise_and_leave_the_model_alone(saved_gates, corru
     assert not is_patched(model)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="io.py passes safetensors' and json's own errors through: they name neither the "
-    "file nor what was expected (reported to the lead; remove this mark once fixed)",
-)
 @pytest.mark.parametrize("corruption", list(CORRUPTIONS))
 def test_corrupted_gate_files_error_names_the_file(saved_gates, corruption):
     from vectorgate.io import load_gates
@@ -576,3 +571,20 @@ def test_compare_with_an_unknown_variant_is_an_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code != 0 and "nosuch" in str(exc.value.code)
+
+
+def test_gate_file_holding_nan_is_refused_and_model_left_alone(saved_gates):
+    from safetensors.torch import load_file, save_file
+
+    from vectorgate.io import load_gates
+    from vectorgate.patching import is_patched
+
+    path = saved_gates / "gates.safetensors"
+    tensors = load_file(str(path))
+    name = sorted(k for k in tensors if k.endswith("curvature"))[0]
+    tensors[name][0] = float("nan")
+    save_file(tensors, str(path))
+    model = _tiny()
+    with pytest.raises(ValueError, match=r"non-finite \(NaN/Inf\) values in: .*curvature"):
+        load_gates(model, saved_gates)
+    assert not is_patched(model)

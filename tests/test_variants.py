@@ -39,7 +39,10 @@ def _moved(gate: ResidualGate) -> ResidualGate:
 
 
 def test_every_documented_variant_is_registered():
-    assert set(VARIANTS) == set(EXPECTED_PARAMS)
+    assert set(EXPECTED_PARAMS) <= set(VARIANTS)
+    # Other modules may register more (``vectorgate bench`` adds its naive reference gate
+    # when imported); nothing else may appear undocumented.
+    assert set(VARIANTS) - set(EXPECTED_PARAMS) <= {"vectorgate_naive"}
 
 
 @pytest.mark.parametrize("name", ALL)

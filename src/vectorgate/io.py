@@ -133,7 +133,12 @@ def read_gate_config(directory: str | os.PathLike) -> dict[str, Any]:
     path = pathlib.Path(directory) / CONFIG_NAME
     if not path.is_file():
         raise FileNotFoundError(f"no {CONFIG_NAME} in {directory}: not a directory written by save_gates")
-    config = json.loads(path.read_text())
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON (truncated or corrupted?): {err}") from err
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(config).__name__}")
     if config.get("format_version") != FORMAT_VERSION:
         raise ValueError(
             f"{path} has format_version {config.get('format_version')!r}; this vectorgate reads {FORMAT_VERSION}"
@@ -162,7 +167,15 @@ def load_gates(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
     weights = pathlib.Path(directory) / WEIGHTS_NAME
     if not weights.is_file():
         raise FileNotFoundError(f"no {WEIGHTS_NAME} in {directory}")
-    tensors = _safetensors().load_file(str(weights))
+    try:
+        tensors = _safetensors().load_file(str(weights))
+    except Exception as err:  # safetensors raises its own error types for a bad header
+        raise ValueError(
+            f"{weights} is not a readable safetensors file (truncated or corrupted?): {err}"
+        ) from err
+    bad = [name for name, t in tensors.items() if t.is_floating_point() and not t.isfinite().all()]
+    if bad:
+        raise ValueError(f"{weights} holds non-finite (NaN/Inf) values in: {', '.join(sorted(bad))}")
     state = patch_state(model)
     patched_here = state is None
     if patched_here:
