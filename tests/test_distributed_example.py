@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import pathlib
 
 import pytest
 import torch
+from example_loader import load_example
 
 pytest.importorskip("timm")
 pytest.importorskip("safetensors")
-
-EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "ddp_example.py"
-
-
-def load_example():
-    spec = importlib.util.spec_from_file_location("ddp_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_ddp_example_single_process_trains_gates_and_saves_loadable_gates(tmp_path, monkeypatch):
@@ -27,7 +17,7 @@ def test_ddp_example_single_process_trains_gates_and_saves_loadable_gates(tmp_pa
     from vectorgate.patching import gates, unpatch
 
     monkeypatch.delenv("RANK", raising=False)  # not under torchrun
-    example = load_example()
+    example = load_example("ddp_example.py")
     flags = ["--steps", "6", "--dim", "16", "--depth", "1", "--global-batch-size", "16",
              "--init-curvature", "0.1", "--out", str(tmp_path)]
     result = example.main([*flags, "--gates-only"])
@@ -43,4 +33,4 @@ def test_ddp_example_single_process_trains_gates_and_saves_loadable_gates(tmp_pa
 
 def test_ddp_example_rejects_bad_flags():
     with pytest.raises(SystemExit):
-        load_example().main(["--steps", "0"])
+        load_example("ddp_example.py").main(["--steps", "0"])

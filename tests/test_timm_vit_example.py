@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import pathlib
 
 import pytest
 import torch
+from example_loader import load_example
 
 pytest.importorskip("timm")
 pytest.importorskip("matplotlib")
-
-EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "vit_example.py"
-
-
-def load_example():
-    spec = importlib.util.spec_from_file_location("vit_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -31,7 +21,7 @@ def keep_threads():
 
 
 def test_vit_example_runs_and_writes_results(tmp_path, keep_threads):
-    result = load_example().main([
+    result = load_example("vit_example.py").main([
         "--steps", "8", "--eval-every", "4", "--dim", "16", "--depth", "1", "--heads", "2",
         "--batch-size", "16", "--out", str(tmp_path),
     ])
@@ -52,4 +42,4 @@ def test_vit_example_runs_and_writes_results(tmp_path, keep_threads):
 @pytest.mark.parametrize("flags", [["--steps", "0"], ["--patch-size", "5"], ["--dim", "30", "--heads", "4"]])
 def test_vit_example_rejects_bad_flags(flags):
     with pytest.raises(SystemExit):
-        load_example().main(flags)
+        load_example("vit_example.py").main(flags)

@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import pathlib
 
 import pytest
+from example_loader import load_example
 
 pytest.importorskip("transformers")
 pytest.importorskip("matplotlib")
 pytest.importorskip("tqdm")
 
-EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "bert_example.py"
-
-
-def _load_example():
-    spec = importlib.util.spec_from_file_location("bert_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 @pytest.mark.parametrize("mode", ["full", "gates-only"])
 def test_bert_example_runs_and_reports(tmp_path, capsys, minilm_path, mode):
-    example = _load_example()
+    example = load_example("bert_example.py")
     results = example.main([
         "--steps", "2", "--batch-size", "4", "--val-size", "8", "--test-size", "8", "--eval-every", "1",
         "--max-length", "16", "--mode", mode, "--output-dir", str(tmp_path), "--no-progress", "--device", "cpu",
@@ -51,7 +41,7 @@ def test_bert_example_runs_and_reports(tmp_path, capsys, minilm_path, mode):
 
 
 def test_bert_example_rejects_bad_flags(capsys):
-    example = _load_example()
+    example = load_example("bert_example.py")
     with pytest.raises(SystemExit):
         example.main(["--steps", "0"])
     assert "--steps must be a positive integer" in capsys.readouterr().err
