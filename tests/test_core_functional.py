@@ -63,8 +63,12 @@ def test_only_the_needed_gradients_are_returned():
     assert z.grad is not None and x.grad is None and c.grad is None
 
 
-def test_backward_saves_only_the_op_inputs():
-    x, f_x, z, c = make_inputs((16, 8), torch.float32, requires_grad=True)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("delta", [False, True])
+def test_backward_saves_at_most_one_tensor_beyond_the_inputs(dtype, delta):
+    # The rule of issue 13: the op's inputs and at most one more tensor of x's size (the CPU
+    # path keeps exp(s)), never the three the naive formula keeps.
+    x, f_x, z, c = make_inputs((16, 8), dtype, requires_grad=True)
     saved = []
 
     def pack(t):
@@ -72,10 +76,36 @@ def test_backward_saves_only_the_op_inputs():
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        exp_gated_residual(x, f_x, z, c, delta=delta)
+    extra = [t for t in saved if not any(t is s for s in (x, f_x, z, c))]
+    assert len([t for t in extra if t.numel() == x.numel()]) <= 1
+    assert sum(t.numel() for t in extra) <= x.numel()
+
+
+def test_cpu_path_keeps_exp_s():
+    x, f_x, z, c = make_inputs((16, 8), torch.float32, scale=0.7, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         exp_gated_residual(x, f_x, z, c)
-    big = [t for t in saved if t.numel() == x.numel()]
-    assert len(big) <= 3  # x, f_x, z: no alpha, beta or s materialised for backward
-    assert all(any(t is s for s in (x, f_x, z, c)) for t in saved)
+    extra = [t for t in saved if not any(t is s for s in (x, f_x, z, c))]
+    assert len(extra) == 1 and extra[0].dtype == torch.float32
+    torch.testing.assert_close(extra[0], torch.exp(c * torch.tanh(z)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("delta", [False, True])
+def test_zero_curvature_is_exact_forward_and_backward(dtype, delta):
+    # At c = 0 the op is the identity residual bit for bit: y = x + f_x (delta: f_x),
+    # dx = dy (delta: 0), df_x = dy, dz = 0.
+    x, f_x, z, _ = make_inputs((6, 10), dtype, requires_grad=True)
+    c = torch.zeros(10, requires_grad=True)
+    y = exp_gated_residual(x, f_x, z, c, delta=delta)
+    expected = f_x if delta else x + f_x
+    assert torch.equal(y, expected.detach())
+    dy = torch.randn(6, 10).to(dtype)
+    dx, df, dz = torch.autograd.grad(y, (x, f_x, z), dy)
+    assert torch.equal(dx, torch.zeros_like(dy) if delta else dy)
+    assert torch.equal(df, dy) and torch.equal(dz, torch.zeros_like(dz))
 
 
 def test_mixed_dtypes_compute_in_float32_and_promote_output():

@@ -3,9 +3,11 @@
 - :func:`gated_residual` combines a residual with gates the caller already has.
 - :func:`exp_gated_residual` computes the gated residual straight from the gate's
   pre-activation ``z = g(x)`` and curvature ``c``, without materialising alpha and beta.
-  It is a ``torch.library`` custom op with a hand-written backward that saves only its
-  inputs and recomputes tanh/exp, so ``torch.compile(fullgraph=True)`` traces it as one
-  node, and a fused kernel can replace its body (see :mod:`vectorgate.kernels.dispatch`).
+  It is a ``torch.library`` custom op with a hand-written backward, so
+  ``torch.compile(fullgraph=True)`` traces it as one node and a fused kernel can replace its
+  body (see :mod:`vectorgate.kernels.dispatch`). On the CPU it keeps exp(s) for backward
+  (one tensor of x's size beyond its inputs); the GPU kernels keep only the inputs and
+  recompute.
 """
 
 from __future__ import annotations
@@ -47,25 +49,29 @@ def gated_residual(x: Tensor, f_x: Tensor, alpha: Tensor, beta: Tensor) -> Tenso
 
 
 @torch.library.custom_op("vectorgate::exp_gated_residual", mutates_args=())
-def _exp_gated_residual_op(x: Tensor, f_x: Tensor, z: Tensor, c: Tensor, delta: bool) -> Tensor:
+def _exp_gated_residual_op(x: Tensor, f_x: Tensor, z: Tensor, c: Tensor, delta: bool) -> tuple[Tensor, Tensor]:
+    # (y, a): a = exp(s) when the backend keeps it for backward, else an empty tensor.
     return dispatch.forward(x, f_x, z, c, delta)
 
 
 @_exp_gated_residual_op.register_fake
-def _(x: Tensor, f_x: Tensor, z: Tensor, c: Tensor, delta: bool) -> Tensor:
-    return x.new_empty(x.shape, dtype=reference.output_dtype(x, f_x))
+def _(x: Tensor, f_x: Tensor, z: Tensor, c: Tensor, delta: bool) -> tuple[Tensor, Tensor]:
+    y = x.new_empty(x.shape, dtype=reference.output_dtype(x, f_x))
+    if dispatch.saves_activations(dispatch.backend(x, f_x, z, c)):
+        return y, x.new_empty(x.shape, dtype=reference.compute_dtype(x, f_x, z, c))
+    return y, y.new_empty(0)
 
 
 @torch.library.custom_op("vectorgate::exp_gated_residual_backward", mutates_args=())
 def _exp_gated_residual_backward_op(
-    grad_y: Tensor, x: Tensor, f_x: Tensor, z: Tensor, c: Tensor, delta: bool
+    grad_y: Tensor, x: Tensor, f_x: Tensor, z: Tensor, c: Tensor, a: Tensor, delta: bool
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    return dispatch.backward(grad_y, x, f_x, z, c, delta)
+    return dispatch.backward(grad_y, x, f_x, z, c, a, delta)
 
 
 @_exp_gated_residual_backward_op.register_fake
 def _(
-    grad_y: Tensor, x: Tensor, f_x: Tensor, z: Tensor, c: Tensor, delta: bool
+    grad_y: Tensor, x: Tensor, f_x: Tensor, z: Tensor, c: Tensor, a: Tensor, delta: bool
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return (
         x.new_empty(x.shape),
@@ -76,17 +82,18 @@ def _(
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    # Only the op's own inputs are kept; tanh/exp are recomputed in backward.
+    # The op's inputs, plus exp(s) where the backend returned it (CPU): at most one tensor
+    # of x's size beyond the inputs. Nothing else of x's size is kept.
     x, f_x, z, c, delta = inputs
-    ctx.save_for_backward(x, f_x, z, c)
+    _, a = output
+    ctx.mark_non_differentiable(a)
+    ctx.save_for_backward(x, f_x, z, c, a)
     ctx.delta = delta
 
 
-def _backward(ctx, grad_y: Tensor):
-    x, f_x, z, c = ctx.saved_tensors
-    dx, df, dz, dc = _exp_gated_residual_backward_op(
-        grad_y.contiguous(), x, f_x, z, c, ctx.delta
-    )
+def _backward(ctx, grad_y: Tensor, _grad_a: Tensor | None):
+    x, f_x, z, c, a = ctx.saved_tensors
+    dx, df, dz, dc = _exp_gated_residual_backward_op(grad_y, x, f_x, z, c, a, ctx.delta)
     needs = ctx.needs_input_grad
     return (
         dx if needs[0] else None,
@@ -129,4 +136,4 @@ def exp_gated_residual(
     check_same_shape("x", x, "z", z)
     check_curvature(c, x.shape[-1])
     check_same_device(x=x, f_x=f_x, z=z, c=c)
-    return _exp_gated_residual_op(x, f_x, z, c, bool(delta))
+    return _exp_gated_residual_op(x, f_x, z, c, bool(delta))[0]
