@@ -38,7 +38,7 @@ step profile 40 "$PY" -m vectorgate.bench.profile 32768 1024 bfloat16
 
 # 4. BERT-base training step (batch 32x256, bf16 autocast): eager first (always fits), then
 #    eager + compiled (compiles three models).
-step bench_model_eager 60 "$PY" benchmarks/bench.py --device cuda --what model --no-compile --out "$OUT/bench_model_eager.json"
-step bench_model_all 170 "$PY" benchmarks/bench.py --device cuda --what model --out "$OUT/bench_model_all.json"
+step bench_model_eager 60 "$PY" benchmarks/bench.py --device cuda --what model --model-size base --no-compile --out "$OUT/bench_model_eager.json"
+step bench_model_all 170 "$PY" benchmarks/bench.py --device cuda --what model --model-size base --out "$OUT/bench_model_all.json"
 
 cat "$SUMMARY"

@@ -24,34 +24,64 @@ def quick(tmp_path_factory) -> dict:
 
 def test_quick_op_rows(quick: dict) -> None:
     rows = quick["op"]["rows"]
-    assert {(r["part"], r["impl"]) for r in rows} == {
-        (p, i) for p in ("elementwise", "gate") for i in ("naive_eager", "vectorgate")
+    # Both dtypes by default on the CPU, in one run.
+    assert {(r["part"], r["impl"], r["dtype"]) for r in rows} == {
+        (p, i, dt) for p in ("elementwise", "gate") for i in ("naive_eager", "vectorgate")
+        for dt in ("float32", "bfloat16")
     }
     for r in rows:
         assert r["fwd_ms"] > 0 and r["fwd_bwd_ms"] > 0 and r["floor_fwd_bwd_ms"] > 0
         assert r["fwd_bwd_vs_floor"] == pytest.approx(r["fwd_bwd_ms"] / r["floor_fwd_bwd_ms"])
-    by = {(r["part"], r["impl"]): r for r in rows}
+    by = {(r["part"], r["impl"], r["dtype"]): r for r in rows}
     for part in ("elementwise", "gate"):
-        # The naive formula keeps tanh(z), exp(s), exp(-s); the fused op keeps z and, on the
-        # CPU, exp(s): its input plus at most one tensor of x's size.
-        assert by[part, "naive_eager"]["saved_extra_like_x"] == 3
-        assert by[part, "vectorgate"]["saved_extra_like_x"] == 2
-        assert by[part, "vectorgate"]["backend"] == "cpu_eager"
-        assert by[part, "naive_eager"]["fwd_bwd_vs_naive"] == 1.0
+        for dt in ("float32", "bfloat16"):
+            # The naive formula keeps tanh(z), exp(s), exp(-s); the fused op keeps z and, on
+            # the CPU, exp(s): its input plus at most one tensor of x's size.
+            assert by[part, "naive_eager", dt]["saved_extra_like_x"] == 3
+            assert by[part, "vectorgate", dt]["saved_extra_like_x"] == 2
+            assert by[part, "vectorgate", dt]["backend"] == "cpu_eager"
+            assert by[part, "naive_eager", dt]["fwd_bwd_vs_naive"] == 1.0
 
 
 def test_quick_model_rows(quick: dict, capsys) -> None:
-    rows = quick["model"]["rows"]
+    (result,) = quick["models"]
+    rows = result["rows"]
+    assert result["size"] == "tiny"
     assert [(r["variant"], r["mode"]) for r in rows] == [
-        ("plain", "eager"), ("naive", "eager"), ("vectorgate", "eager")
+        ("plain", "eager"), ("naive", "eager"), ("vectorgate", "eager"), ("vectorgate_r8", "eager")
     ]
     by = {r["variant"]: r for r in rows}
-    assert by["plain"]["step_vs_plain"] == 1.0
+    assert by["plain"]["step_vs_plain"] == 1.0 and by["plain"]["flop_vs_plain"] == 1.0
     # Gates add parameters and saved activations; the fused op saves less than the naive one.
-    assert by["naive"]["params_m"] == by["vectorgate"]["params_m"] > by["plain"]["params_m"]
+    assert by["naive"]["params_m"] == by["vectorgate"]["params_m"] > by["vectorgate_r8"]["params_m"]
+    assert by["vectorgate_r8"]["params_m"] > by["plain"]["params_m"]
     assert by["vectorgate"]["saved_mib"] < by["naive"]["saved_mib"]
     assert by["plain"]["saved_mib"] < by["vectorgate"]["saved_mib"]
+    # FLOPs are counted, not assumed: two d x d GEMMs per gate (x3 for forward+backward).
+    assert by["naive"]["gflop"] == by["vectorgate"]["gflop"] > by["vectorgate_r8"]["gflop"] > by["plain"]["gflop"]
+    c = result["config"]
+    tokens, d = c["batch"] * c["seq"], c["hidden"]
+    extra = 2 * c["layers"] * 3 * 2 * tokens * d * d  # 2 gates x (fwd + 2 bwd GEMMs) x 2 flop/MAC
+    assert (by["vectorgate"]["gflop"] - by["plain"]["gflop"]) * 1e9 == pytest.approx(extra)
+    assert (by["vectorgate_r8"]["gflop"] - by["plain"]["gflop"]) * 1e9 == pytest.approx(extra * 2 * 8 / d)
+    for r in rows:
+        assert r["peak_gib"] > 0 and r["peak_vs_plain"] > 0
+        assert r["step_vs_flop_ratio"] == pytest.approx(r["step_vs_plain"] / r["flop_vs_plain"])
+    assert by["vectorgate"]["peak_gib"] > by["plain"]["peak_gib"]
     assert quick["machine"]["device"] == "cpu" and quick["machine"]["torch_threads"] == 1
+    assert quick["wall_s"] > 0
+
+
+def test_quick_minilm_is_the_pretrained_checkpoint(tmp_path) -> None:
+    pytest.importorskip("transformers")
+    out = tmp_path / "bench.json"
+    argv = ["bench", "--quick", "--device", "cpu", "--threads", "1", "--what", "model",
+            "--model-size", "minilm", "--rank", "16", "--output", str(out)]
+    assert main(argv) == 0
+    (result,) = json.loads(out.read_text())["models"]
+    assert (result["config"]["layers"], result["config"]["hidden"]) == (6, 384)  # from config.json
+    assert [r["variant"] for r in result["rows"]] == ["plain", "vectorgate", "vectorgate_r16"]
+    assert 1.0 < result["rows"][2]["flop_vs_plain"] < result["rows"][1]["flop_vs_plain"]
 
 
 @pytest.mark.parametrize(
@@ -59,6 +89,8 @@ def test_quick_model_rows(quick: dict, capsys) -> None:
     [
         (["--shapes", "4096by768"], "NxD"),
         (["--dtype", "float64"], "--dtype"),
+        (["--dtype", "float32,int8"], "--dtype"),
+        (["--model-size", "huge"], "--model-size"),
         (["--parts", "gemm"], "--parts"),
         (["--amp", "int8"], "--amp"),
     ],

@@ -1,22 +1,31 @@
-"""Model-level benchmark: one BERT training step, plain vs naive-gated vs vectorgate-gated.
+"""Model-level benchmark: one BERT training step, plain vs gated, against the FLOP ratio.
 
-The encoder comes from a random-init ``transformers.BertConfig`` (nothing is downloaded);
-"gated" means both residuals of every layer gated with a full-rank gate through
-:func:`vectorgate.patch`: ``naive`` with :class:`vectorgate.bench.naive.NaiveVectorGate`
-(the hand-written formula), ``vectorgate`` with the default fused op. Each variant runs
-eager and under ``torch.compile``; all are timed in interleaved rounds in one process, and
-reported as ratios to the plain model in the same mode.
+The encoder is a random-init ``transformers.BertConfig`` (nothing is downloaded) or, with
+``pretrained``, a local checkpoint such as the bundled MiniLM. "Gated" means both residuals
+of every layer gated through :func:`vectorgate.patch` with the default gate:
+
+- ``naive``: :class:`vectorgate.bench.naive.NaiveVectorGate` (the hand-written formula);
+- ``vectorgate``: the fused op, full-rank g;
+- ``vectorgate_r<k>``: the fused op, rank-``k`` g (``d -> k -> d``).
+
+Each variant runs eager and under ``torch.compile``; all are timed in interleaved rounds in
+one process and reported as ratios to the plain model in the same mode, next to the ratio
+of their FLOPs: one training step (forward + backward) counted by
+:class:`torch.utils.flop_counter.FlopCounterMode`, which counts the matrix products (linear
+layers, attention) - the floor a gate cannot go under.
 
 Memory: ``saved_mib`` is what autograd keeps for backward over one forward (saved-tensor
-hooks; works on any device). On CUDA ``peak_gib`` is the model's own footprint (parameters
-and AdamW state) plus the peak allocated above it during one step, so variants held in the
-same process do not count each other.
+hooks, parameters included). ``peak_gib`` is the model's own footprint (parameters and AdamW
+state) plus the peak allocated above it during one step, so variants held in the same
+process do not count each other: on CUDA from the allocator's statistics, on the CPU from
+the profiler's memory records (net allocation of each top-level op in time order, so a
+transient inside one op is not seen).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
@@ -27,11 +36,23 @@ from vectorgate.bench.timing import env, interleaved_medians, saved_for_backward
 VARIANTS = ("plain", "naive", "vectorgate")
 
 
+def rank_of(variant: str) -> int | None:
+    """The gate rank a variant name asks for (``vectorgate_r64`` -> 64), None for full rank."""
+    if variant.startswith("vectorgate_r") and variant[len("vectorgate_r"):].isdigit():
+        return int(variant[len("vectorgate_r"):])
+    if variant in VARIANTS:
+        return None
+    raise ValueError(f"variant must be one of {VARIANTS} or vectorgate_r<rank>, got {variant!r}")
+
+
 @dataclass
 class ModelBenchConfig:
     """BERT size and step settings. The defaults are BERT-base at BASELINES.md's batch."""
 
     device: str = "cpu"
+    name: str = "base"  # a label for tables
+    pretrained: str | None = None  # a local BERT checkpoint; its config replaces the sizes
+    variants: tuple[str, ...] = VARIANTS
     layers: int = 12
     hidden: int = 768
     heads: int = 12
@@ -44,7 +65,15 @@ class ModelBenchConfig:
     warmup: int = 3
     compile: bool = True
     cpu_compiled: bool = True  # on the CPU, also vectorgate eager with VECTORGATE_CPU_COMPILE=1
-    init_curvature: float = 0.1
+    init_curvature: float | None = None  # None: the default gate's
+
+
+def _gate_kwargs(cfg: ModelBenchConfig, variant: str) -> dict:
+    kwargs: dict = {} if cfg.init_curvature is None else {"init_curvature": cfg.init_curvature}
+    rank = rank_of(variant)
+    if rank is not None:
+        kwargs["rank"] = rank
+    return kwargs
 
 
 def _bert(cfg: ModelBenchConfig, variant: str, device: torch.device) -> nn.Module:
@@ -57,21 +86,37 @@ def _bert(cfg: ModelBenchConfig, variant: str, device: torch.device) -> nn.Modul
     import vectorgate
 
     torch.manual_seed(0)
-    model = BertModel(
-        BertConfig(
-            vocab_size=cfg.vocab, hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
-            num_attention_heads=cfg.heads, intermediate_size=cfg.intermediate,
-            max_position_embeddings=max(512, cfg.seq),
-        ),
-        add_pooling_layer=False,
-    )
+    if cfg.pretrained:
+        model = BertModel.from_pretrained(cfg.pretrained, add_pooling_layer=False)
+    else:
+        model = BertModel(
+            BertConfig(
+                vocab_size=cfg.vocab, hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
+                num_attention_heads=cfg.heads, intermediate_size=cfg.intermediate,
+                max_position_embeddings=max(512, cfg.seq),
+            ),
+            add_pooling_layer=False,
+        )
+    kwargs = _gate_kwargs(cfg, variant)
     if variant == "naive":
-        vectorgate.patch(model, variant=ensure_registered(), init_curvature=cfg.init_curvature)
-    elif variant == "vectorgate":
-        vectorgate.patch(model, init_curvature=cfg.init_curvature)
+        vectorgate.patch(model, variant=ensure_registered(), **kwargs)
     elif variant != "plain":
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        vectorgate.patch(model, **kwargs)
     return model.to(device).train()
+
+
+def _sizes_from(cfg: ModelBenchConfig) -> ModelBenchConfig:
+    """``cfg`` with layers/hidden/heads/intermediate/vocab read from ``cfg.pretrained``."""
+    if not cfg.pretrained:
+        return cfg
+    from transformers import BertConfig
+
+    hf = BertConfig.from_pretrained(cfg.pretrained)
+    return replace(
+        cfg, layers=hf.num_hidden_layers, hidden=hf.hidden_size, heads=hf.num_attention_heads,
+        intermediate=hf.intermediate_size, vocab=hf.vocab_size,
+        seq=min(cfg.seq, hf.max_position_embeddings),
+    )
 
 
 class _Trainer:
@@ -109,9 +154,10 @@ class _Trainer:
         )
         return params + opt
 
-    def peak_bytes(self) -> int | None:
+    def peak_bytes(self) -> int:
+        """State bytes plus the peak allocated above them during one step."""
         if self.device.type != "cuda":
-            return None
+            return self.state_bytes() + _cpu_step_peak(self.step)
         sync(self.device)
         base = torch.cuda.memory_allocated(self.device)
         torch.cuda.reset_peak_memory_stats(self.device)
@@ -119,15 +165,52 @@ class _Trainer:
         sync(self.device)
         return self.state_bytes() + torch.cuda.max_memory_allocated(self.device) - base
 
+    def flops(self) -> int:
+        """FLOPs of one forward + backward, as FlopCounterMode counts them (eager model)."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+                hidden = self.model(input_ids=self.ids).last_hidden_state
+            hidden.float().square().mean().backward()
+        self.opt.zero_grad(set_to_none=True)
+        return counter.get_total_flops()
+
+
+def _cpu_step_peak(step: Callable[[], None]) -> int:
+    """Peak bytes allocated above the starting point while ``step`` runs, on the CPU.
+
+    The CPU allocator keeps no statistics; the profiler records the net allocation of every
+    op. Summing the top-level ops' figures in time order traces the live bytes at op
+    granularity (backward nodes are top-level ops of their own).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    top = sorted((e for e in prof.events() if e.cpu_parent is None), key=lambda e: e.time_range.start)
+    live = peak = 0
+    for event in top:
+        live += event.cpu_memory_usage
+        peak = max(peak, live)
+    return peak
+
 
 def run_model_bench(cfg: ModelBenchConfig, progress: Callable[[str], None] | None = None) -> dict:
-    """Time (and weigh) every variant eager and compiled. Returns a JSON-ready dict."""
+    """Time, weigh and count every variant eager and compiled. Returns a JSON-ready dict."""
+    cfg = _sizes_from(cfg)
     device = torch.device(cfg.device)
     say = progress or (lambda msg: None)
     modes = ("eager", "compiled") if cfg.compile else ("eager",)
     trainers: dict[tuple[str, str], _Trainer] = {}
     first: dict[tuple[str, str], float] = {}
-    for variant in VARIANTS:
+    flops: dict[str, int] = {}
+    skipped = []
+    for variant in cfg.variants:
+        rank = rank_of(variant)
+        if rank is not None and rank >= cfg.hidden:
+            skipped.append(f"{variant}: rank {rank} >= d = {cfg.hidden}")
+            continue
         model = _bert(cfg, variant, device)
         variant_modes = list(modes)
         if variant == "vectorgate" and device.type == "cpu" and cfg.cpu_compiled:
@@ -137,26 +220,32 @@ def run_model_bench(cfg: ModelBenchConfig, progress: Callable[[str], None] | Non
             trainer = _Trainer(
                 model, cfg, device, compiled=mode == "compiled", cpu_compile=mode == "eager+cpu_compile"
             )
-            say(f"{variant} {mode}: first step")
+            if variant not in flops:
+                flops[variant] = trainer.flops()
+            say(f"{cfg.name} {variant} {mode}: first step")
             first[variant, mode] = time_once(trainer.step, device)
             trainers[variant, mode] = trainer
-    say(f"timing {len(trainers)} configurations x {cfg.reps} rounds")
+    say(f"{cfg.name}: timing {len(trainers)} configurations x {cfg.reps} rounds")
     ms = interleaved_medians({k: t.step for k, t in trainers.items()}, device, cfg.reps, cfg.warmup)
     rows = []
     for (variant, mode), trainer in trainers.items():
         with env("VECTORGATE_CPU_COMPILE", "1" if trainer.cpu_compile else None):
             saved = saved_for_backward(trainer.loss, trainer.ids, ())
-        peak = trainer.peak_bytes()
+            peak = trainer.peak_bytes()
         rows.append({
-            "variant": variant, "mode": mode, "step_ms": ms[variant, mode],
-            "first_step_s": first[variant, mode], "saved_mib": saved.total_bytes / 2**20,
-            "peak_gib": None if peak is None else peak / 2**30,
+            "model": cfg.name, "variant": variant, "rank": rank_of(variant), "mode": mode,
+            "step_ms": ms[variant, mode], "first_step_s": first[variant, mode],
+            "saved_mib": saved.total_bytes / 2**20, "peak_gib": peak / 2**30,
             "params_m": sum(p.numel() for p in trainer.model.parameters()) / 1e6,
+            "gflop": flops[variant] / 1e9,
         })
     plain = {r["mode"]: r for r in rows if r["variant"] == "plain"}
     for r in rows:
-        base = plain[r["mode"].split("+")[0]]
-        r["step_vs_plain"] = r["step_ms"] / base["step_ms"]
-        r["saved_vs_plain"] = r["saved_mib"] / base["saved_mib"]
-        r["peak_vs_plain"] = None if r["peak_gib"] is None else r["peak_gib"] / base["peak_gib"]
-    return {"config": asdict(cfg), "rows": rows}
+        base = plain.get(r["mode"].split("+")[0])
+        r["step_vs_plain"] = None if base is None else r["step_ms"] / base["step_ms"]
+        r["saved_vs_plain"] = None if base is None else r["saved_mib"] / base["saved_mib"]
+        r["peak_vs_plain"] = None if base is None else r["peak_gib"] / base["peak_gib"]
+        r["flop_vs_plain"] = None if base is None else r["gflop"] / base["gflop"]
+        # How far the step is above the floor the extra FLOPs set (1.0 = at the floor).
+        r["step_vs_flop_ratio"] = None if base is None else r["step_vs_plain"] / r["flop_vs_plain"]
+    return {"config": asdict(cfg), "size": cfg.name, "rows": rows, "skipped": skipped}

@@ -58,8 +58,14 @@ OP_COLUMNS = [
 ]
 MODEL_COLUMNS = [
     ("variant", "variant"), ("mode", "mode"), ("step_ms", "step ms"),
-    ("step_vs_plain", "x plain"), ("saved_mib", "saved MiB"), ("saved_vs_plain", "saved x plain"),
-    ("peak_gib", "peak GiB"), ("peak_vs_plain", "peak x plain"), ("first_step_s", "first step s"),
+    ("step_vs_plain", "x plain"), ("flop_vs_plain", "FLOP x plain"), ("saved_mib", "saved MiB"),
+    ("saved_vs_plain", "saved x plain"), ("peak_gib", "peak GiB"), ("peak_vs_plain", "peak x plain"),
+    ("first_step_s", "first step s"),
+]
+SUMMARY_COLUMNS = [
+    ("model", "model"), ("gate", "gate"), ("mode", "mode"), ("flop_vs_plain", "FLOP x plain"),
+    ("step_vs_plain", "step x plain"), ("step_vs_flop_ratio", "step / FLOP ratio"),
+    ("peak_vs_plain", "peak mem x plain"), ("saved_vs_plain", "saved x plain"),
 ]
 
 
@@ -70,6 +76,19 @@ def op_table(result: dict) -> str:
 
 def model_table(result: dict) -> str:
     return table(result["rows"], MODEL_COLUMNS)
+
+
+def model_summary_table(results: Sequence[dict]) -> str:
+    """One row per gated variant and mode of every model: its ratios to plain, side by side."""
+    rows = []
+    for result in results:
+        for r in result["rows"]:
+            if r["variant"] == "plain":
+                continue
+            gate = "naive formula" if r["variant"] == "naive" else (
+                "full rank" if r["rank"] is None else f"rank {r['rank']}")
+            rows.append({**r, "gate": gate})
+    return table(rows, SUMMARY_COLUMNS)
 
 
 def write_json(path: str | Path, payload: dict) -> Path:
