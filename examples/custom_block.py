@@ -69,7 +69,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--depth", type=int, default=2)
     p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--init-curvature", type=float, default=0.0, help="initial c (0 = exact identity)")
+    p.add_argument("--init", choices=("zero_output", "random"), default="zero_output",
+                   help="gate init: g's output zero with c = 1 (the default), or random g with c = 0 (vectorgate 0.1)")
+    p.add_argument("--init-curvature", type=float, default=None, help="initial c (default: the init's own, 1 or 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=10)
     args = p.parse_args(argv)
@@ -86,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     vocab = sorted(set(text))
     data = torch.tensor([vocab.index(ch) for ch in text[:200_000]], dtype=torch.long)
     model = CharLM(len(vocab), args.dim, args.depth, heads=4, context=args.context,
-                   init_curvature=args.init_curvature)
+                   init=args.init, init_curvature=args.init_curvature)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
     gen = torch.Generator().manual_seed(args.seed)
     losses = []

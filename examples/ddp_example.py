@@ -39,7 +39,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--gate-lr", type=float, default=None, help="learning rate of the gates (default --lr)")
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--depth", type=int, default=4)
-    p.add_argument("--init-curvature", type=float, default=0.0)
+    p.add_argument("--init", choices=("zero_output", "random"), default="zero_output",
+                   help="gate init: g's output zero with c = 1 (the default), or random g with c = 0 (vectorgate 0.1)")
+    p.add_argument("--init-curvature", type=float, default=None, help="initial c (default: the init's own, 1 or 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("outputs/ddp_example"),
                    help="rank 0 writes the gates here (gates.safetensors + vectorgate_config.json)")
@@ -71,7 +73,7 @@ def build(args: argparse.Namespace, device: torch.device) -> nn.Module:
     vit = VisionTransformer(img_size=28, patch_size=7, in_chans=1, num_classes=10, embed_dim=args.dim,
                             depth=args.depth, num_heads=4, mlp_ratio=2.0, global_pool="avg",
                             class_token=False)
-    patch(vit, init_curvature=args.init_curvature)
+    patch(vit, init=args.init, init_curvature=args.init_curvature)
     if args.gates_only:
         mark_only_gates_trainable(vit, extra=("head",))
     return vit.to(device)

@@ -42,7 +42,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--depth", type=int, default=4, help="transformer blocks (default 4)")
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--patch-size", type=int, default=7, help="patch side in pixels; 28 must divide by it")
-    p.add_argument("--init-curvature", type=float, default=0.0, help="initial c (0 = exact identity)")
+    p.add_argument("--init", choices=("zero_output", "random"), default="zero_output",
+                   help="gate init: g's output zero with c = 1 (the default), or random g with c = 0 (vectorgate 0.1)")
+    p.add_argument("--init-curvature", type=float, default=None, help="initial c (default: the init's own, 1 or 0)")
     p.add_argument("--rank", type=int, default=None, help="low-rank gate projection (default full rank)")
     p.add_argument("--eval-every", type=int, default=50, help="steps between test evaluations")
     p.add_argument("--seed", type=int, default=0)
@@ -194,16 +196,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         img_size=28, patch_size=args.patch_size, in_chans=1, num_classes=10, embed_dim=args.dim,
         depth=args.depth, num_heads=args.heads, mlp_ratio=2.0, global_pool="avg", class_token=False,
     ).to(device)
-    gate_kwargs: dict[str, Any] = {"init_curvature": args.init_curvature}
+    gate_kwargs: dict[str, Any] = {"init": args.init, "init_curvature": args.init_curvature}
     if args.rank is not None:
         gate_kwargs["rank"] = args.rank
     # Same starting weights: the gated model is the plain one with gates added.
     gated = patch(copy.deepcopy(plain), **gate_kwargs)
-    if args.init_curvature == 0.0:
+    if args.init == "zero_output" or not args.init_curvature:  # both are the exact identity at init
         with torch.no_grad():
             probe = data["x_test"][:64]
             if not torch.equal(plain.eval()(probe), gated.eval()(probe)):
-                raise RuntimeError("the gated ViT should equal the plain one at c = 0")
+                raise RuntimeError("the gated ViT should equal the plain one at init")
         plain.train()
         gated.train()
 

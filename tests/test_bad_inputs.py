@@ -137,7 +137,7 @@ def test_mixed_half_and_float_inputs_promote_like_pytorch():
 
 @pytest.mark.parametrize("shape", [(0, D), (2, 0, D), (0, 0, D)])
 def test_zero_size_inputs_give_empty_outputs_and_zero_curvature_gradient(shape):
-    block = GatedResidual(nn.Linear(D, D), D, init_curvature=0.5, return_gates=True)
+    block = GatedResidual(nn.Linear(D, D), D, init="random", init_curvature=0.5, return_gates=True)
     x = torch.randn(shape, requires_grad=True)
     y, gates = block(x)
     assert y.shape == x.shape and all(g.shape == x.shape for g in gates)
@@ -198,7 +198,7 @@ def test_meta_gate_materialised_with_to_empty_is_the_identity():
 def test_nan_in_x_propagates_to_its_own_row_only():
     # Like any PyTorch op (and like x + f(x)), a NaN propagates; the gate's projection
     # mixes the features of a row, so the whole row is NaN, and other rows are untouched.
-    block = GatedResidual(nn.Linear(D, D), D, init_curvature=0.5)
+    block = GatedResidual(nn.Linear(D, D), D, init="random", init_curvature=0.5)
     x = torch.randn(4, D)
     clean = block(x)
     x[1, 3] = math.nan
@@ -209,7 +209,7 @@ def test_nan_in_x_propagates_to_its_own_row_only():
 
 @pytest.mark.parametrize("value", [math.inf, -math.inf])
 def test_inf_in_branch_output_stays_in_its_element(value):
-    gate = _gate(init_curvature=0.5)
+    gate = _gate(init="random", init_curvature=0.5)
     x, f_x = torch.randn(3, D), torch.randn(3, D)
     f_x[2, 5] = value
     y = gate.residual(x, f_x)
@@ -221,7 +221,7 @@ def test_inf_in_branch_output_stays_in_its_element(value):
 
 def test_finite_inputs_with_large_curvature_give_finite_gates():
     # |s| <= |c| and exp runs in float32: e^|c| at |c| = 80 is ~5.5e34, still finite.
-    gate = _gate(init_curvature=80.0)
+    gate = _gate(init="random", init_curvature=80.0)
     alpha, beta, _ = gate(torch.randn(16, D) * 100)
     assert torch.isfinite(alpha).all() and torch.isfinite(beta).all()
     torch.testing.assert_close(alpha * beta, torch.ones_like(alpha))
@@ -238,7 +238,7 @@ def test_check_gates_names_the_gate_and_tensor_that_went_nan():
 
 
 def test_check_gates_passes_on_a_healthy_model_without_warning():
-    model = nn.Sequential(*(GatedResidual(nn.Linear(D, D), D, init_curvature=0.1) for _ in range(3)))
+    model = nn.Sequential(*(GatedResidual(nn.Linear(D, D), D, init="random", init_curvature=0.1) for _ in range(3)))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         report = check_gates(model)
@@ -255,16 +255,16 @@ def test_assert_finite_counts_nan_and_inf():
 def test_deep_stack_whose_gates_can_overflow_fp16_warns_and_names_the_fix():
     # 48 gates with |c| = 1 can scale the stream by e^48: measured to give NaN at the first
     # fp16 step in benchmarks/stress.py. The warning names a cap that keeps it in range.
-    model = nn.ModuleList(VectorGate(4, init_curvature=1.0) for _ in range(48))
+    model = nn.ModuleList(VectorGate(4, init="random", init_curvature=1.0) for _ in range(48))
     with pytest.warns(UnstableGateWarning, match=r"e\^48.*max_curvature <= 0\.231"):
         check_gates(model)
 
 
 def test_one_gate_past_fp16_range_warns_and_small_caps_do_not():
     with pytest.warns(UnstableGateWarning, match=r"e\^12 .*max_curvature <= 11\.1 \(= 11\.1 / 1 gates\)"):
-        check_gates(nn.ModuleList([VectorGate(4, init_curvature=12.0)]))
+        check_gates(nn.ModuleList([VectorGate(4, init="random", init_curvature=12.0)]))
     # The suggested fix: caps whose sum stays below log(65504) silence it for good.
-    capped = nn.ModuleList(VectorGate(4, init_curvature=0.2, max_curvature=0.23) for _ in range(48))
+    capped = nn.ModuleList(VectorGate(4, init="random", init_curvature=0.2, max_curvature=0.23) for _ in range(48))
     with torch.no_grad():
         for gate in capped:
             gate.curvature.fill_(1e3)  # however far training pushes the raw parameter
@@ -291,7 +291,7 @@ def test_bool_dim_is_not_an_int():
 
 
 def test_failed_forward_leaves_the_gate_unchanged():
-    gate = _gate(init_curvature=0.3)
+    gate = _gate(init="random", init_curvature=0.3)
     before = copy.deepcopy(gate.state_dict())
     for bad in (torch.randn(2, D + 1), torch.zeros(2, D, dtype=torch.int64)):
         with pytest.raises((ValueError, TypeError)):
@@ -367,7 +367,7 @@ def saved_gates(tmp_path):
     from vectorgate.io import save_gates
     from vectorgate.patching import gates, patch
 
-    model = patch(_tiny(), init_curvature=0.2)
+    model = patch(_tiny(), init="random", init_curvature=0.2)
     with torch.no_grad():
         for _, gate in gates(model):
             gate.curvature.uniform_(-0.5, 0.5)
@@ -390,7 +390,7 @@ def test_patch_twice_is_refused_and_the_first_patch_kept():
     model = patch(_tiny())
     before = _snapshot(model)
     with pytest.raises(ValueError, match=r"already patched by vectorgate.*unpatch"):
-        patch(model, init_curvature=0.5)
+        patch(model, init="random", init_curvature=0.5)
     _assert_unchanged(model, before)
     assert is_patched(model)
 
@@ -429,7 +429,7 @@ def test_save_gates_crash_mid_write_keeps_the_previous_file(saved_gates, monkeyp
 
     monkeypatch.setattr(safetensors.torch, "save_file", crash)
     with pytest.raises(OSError, match="disk full"):
-        save_gates(patch(_tiny(), init_curvature=0.7), saved_gates)
+        save_gates(patch(_tiny(), init="random", init_curvature=0.7), saved_gates)
     assert (saved_gates / WEIGHTS_NAME).read_bytes() == old
     assert sorted(p.name for p in saved_gates.iterdir()) == sorted(
         ["gates.safetensors", "vectorgate_config.json"]
@@ -477,7 +477,7 @@ def test_load_gates_into_a_model_patched_differently_keeps_its_gates(saved_gates
     from vectorgate.io import load_gates
     from vectorgate.patching import patch
 
-    model = patch(_tiny(), sites=["mlp"], init_curvature=0.3)
+    model = patch(_tiny(), sites=["mlp"], init="random", init_curvature=0.3)
     before = _snapshot(model)
     with pytest.raises(ValueError, match=r"is patched as .*'mlp'.* but .* holds gates for"):
         load_gates(model, saved_gates)

@@ -25,7 +25,7 @@ def timm_block_fn() -> tuple[nn.Module, Callable]:
     from vectorgate.integrations.timm import gated_block_fn
 
     vit = VisionTransformer(img_size=28, patch_size=7, in_chans=1, num_classes=10, embed_dim=32, depth=1,
-                            num_heads=4, init_values=0.1, block_fn=gated_block_fn(init_curvature=0.3))
+                            num_heads=4, init_values=0.1, block_fn=gated_block_fn(init="random", init_curvature=0.3))
     return vit, lambda m, x: m(x)
 
 
@@ -36,7 +36,7 @@ def timm_patched() -> tuple[nn.Module, Callable]:
 
     vit = VisionTransformer(img_size=28, patch_size=7, in_chans=1, num_classes=10, embed_dim=32, depth=1,
                             num_heads=4)
-    return patch(vit, init_curvature=0.3), lambda m, x: m(x)
+    return patch(vit, init="random", init_curvature=0.3), lambda m, x: m(x)
 
 
 def hf_vit_patched() -> tuple[nn.Module, Callable]:
@@ -46,7 +46,7 @@ def hf_vit_patched() -> tuple[nn.Module, Callable]:
 
     cfg = ViTConfig(image_size=28, patch_size=7, num_channels=1, hidden_size=32, num_hidden_layers=1,
                     num_attention_heads=4, intermediate_size=64, num_labels=10)
-    return patch(ViTForImageClassification(cfg), init_curvature=0.3), lambda m, x: m(pixel_values=x).logits
+    return patch(ViTForImageClassification(cfg), init="random", init_curvature=0.3), lambda m, x: m(pixel_values=x).logits
 
 
 def hf_bert_patched() -> tuple[nn.Module, Callable]:
@@ -56,7 +56,7 @@ def hf_bert_patched() -> tuple[nn.Module, Callable]:
 
     cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
                      intermediate_size=64, max_position_embeddings=32, num_labels=2)
-    model = patch(BertForSequenceClassification(cfg), init_curvature=0.3)
+    model = patch(BertForSequenceClassification(cfg), init="random", init_curvature=0.3)
     ids = torch.arange(16).view(2, 8) % 100
     return model, lambda m, _x: m(input_ids=ids).logits
 

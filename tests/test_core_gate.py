@@ -39,7 +39,7 @@ def test_identity_at_init_is_bit_exact(shape, config, dtype):
 @pytest.mark.parametrize("init_curvature", [0.3, -1.5])
 def test_gates_are_reciprocal_and_bounded(config, init_curvature):
     torch.manual_seed(1)
-    gate = VectorGate(16, init_curvature=init_curvature, **config)
+    gate = VectorGate(16, init="random", init_curvature=init_curvature, **config)
     with torch.no_grad():  # spread c so each dimension has its own bound
         gate.curvature.mul_(torch.linspace(0.1, 1.0, gate.curvature.numel()))
     x = torch.randn(64, 16) * 5
@@ -53,7 +53,7 @@ def test_gates_are_reciprocal_and_bounded(config, init_curvature):
 
 
 def test_forward_returns_named_tuple_with_input_shape_and_dtype():
-    gate = VectorGate(6, init_curvature=0.5, dtype=torch.float64)
+    gate = VectorGate(6, init="random", init_curvature=0.5, dtype=torch.float64)
     x = torch.randn(2, 3, 6, dtype=torch.float64)
     out = gate(x)
     assert isinstance(out, GateOutput)
@@ -91,7 +91,7 @@ def test_no_parameter_is_named_gamma_or_beta():
 
 
 def test_soft_cap_keeps_effective_curvature_below_cap_and_init_exact():
-    gate = VectorGate(4, init_curvature=1.5, max_curvature=2.0)
+    gate = VectorGate(4, init="random", init_curvature=1.5, max_curvature=2.0)
     torch.testing.assert_close(gate.effective_curvature().detach(), torch.full((4,), 1.5))
     with torch.no_grad():
         gate.curvature.fill_(1e4)
@@ -102,7 +102,7 @@ def test_soft_cap_keeps_effective_curvature_below_cap_and_init_exact():
 
 
 def test_reset_parameters_restores_init_curvature():
-    gate = VectorGate(5, init_curvature=0.25)
+    gate = VectorGate(5, init="random", init_curvature=0.25)
     with torch.no_grad():
         gate.curvature.fill_(3.0)
         gate.proj.weight.zero_()
@@ -119,7 +119,7 @@ def test_extra_repr_names_the_configuration():
 
 def test_state_dict_round_trip():
     torch.manual_seed(0)
-    a = VectorGate(12, rank=3, init_curvature=0.7)
+    a = VectorGate(12, rank=3, init="random", init_curvature=0.7)
     b = VectorGate(12, rank=3)
     missing, unexpected = b.load_state_dict(a.state_dict())
     assert not missing and not unexpected
@@ -132,7 +132,7 @@ def test_state_dict_round_trip():
 @pytest.mark.parametrize("amp_dtype", [torch.bfloat16, torch.float16])
 def test_autocast_computes_gates_in_float32(amp_dtype):
     torch.manual_seed(0)
-    gate = VectorGate(16, init_curvature=4.0)
+    gate = VectorGate(16, init="random", init_curvature=4.0)
     x = torch.randn(8, 16) * 50
     with torch.autocast("cpu", dtype=amp_dtype):
         z = gate.proj(x)
@@ -148,7 +148,7 @@ def test_autocast_computes_gates_in_float32(amp_dtype):
 
 
 def test_low_precision_parameters_give_finite_gates():
-    gate = VectorGate(16, init_curvature=5.0, dtype=torch.float16)
+    gate = VectorGate(16, init="random", init_curvature=5.0, dtype=torch.float16)
     x = torch.randn(4, 16, dtype=torch.float16) * 100
     alpha, beta, _ = gate(x)
     assert alpha.dtype == torch.float16

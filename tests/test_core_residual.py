@@ -24,7 +24,7 @@ def test_identity_at_init_equals_plain_residual(prenorm):
 
 def test_gated_residual_matches_the_definition():
     torch.manual_seed(0)
-    block = GatedResidual(mlp(8), 8, init_curvature=0.8, return_gates=True)
+    block = GatedResidual(mlp(8), 8, init="random", init_curvature=0.8, return_gates=True)
     x = torch.randn(4, 8)
     y, gates = block(x)
     assert isinstance(gates, GateOutput)
@@ -68,7 +68,7 @@ def test_training_moves_curvature_and_projection():
 
 def test_torch_compile_fullgraph_matches_eager():
     torch.manual_seed(0)
-    block = GatedResidual(nn.Sequential(nn.LayerNorm(16), mlp(16)), 16, init_curvature=0.5)
+    block = GatedResidual(nn.Sequential(nn.LayerNorm(16), mlp(16)), 16, init="random", init_curvature=0.5)
     x = torch.randn(4, 16, requires_grad=True)
     compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
     y_c = compiled(x)
@@ -83,7 +83,7 @@ def test_torch_compile_fullgraph_matches_eager():
 
 def test_torch_compile_inductor_fullgraph_matches_eager():
     torch.manual_seed(0)
-    block = GatedResidual(mlp(8), 8, init_curvature=0.5)
+    block = GatedResidual(mlp(8), 8, init="random", init_curvature=0.5)
     x = torch.randn(4, 8)
     compiled = torch.compile(block, fullgraph=True)
     torch.testing.assert_close(compiled(x), block(x))

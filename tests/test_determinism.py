@@ -33,7 +33,7 @@ def _stack(seed: int) -> nn.Module:
     torch.manual_seed(seed)
     blocks = [
         GatedResidual(nn.Sequential(nn.LayerNorm(DIM), nn.Linear(DIM, 2 * DIM), nn.GELU(),
-                                    nn.Linear(2 * DIM, DIM)), DIM, init_curvature=0.3)
+                                    nn.Linear(2 * DIM, DIM)), DIM, init="random", init_curvature=0.3)
         for _ in range(4)
     ]
     return nn.Sequential(*blocks, nn.Linear(DIM, 3))
@@ -123,7 +123,7 @@ def _patched_bert(seed: int) -> nn.Module:
     torch.manual_seed(seed)
     config = transformers.BertConfig(num_hidden_layers=2, hidden_size=32, intermediate_size=64,
                                      num_attention_heads=4, vocab_size=128, num_labels=2)
-    return patch(transformers.BertForSequenceClassification(config), init_curvature=0.1)
+    return patch(transformers.BertForSequenceClassification(config), init="random", init_curvature=0.1)
 
 
 def _text_batch(gen: torch.Generator):

@@ -20,6 +20,7 @@ DIM = 8
 def _stack(depth: int = 3, dtype: torch.dtype = torch.float64, **gate_kwargs) -> nn.Sequential:
     """A stack of gated MLP blocks with non-trivial, per-dimension curvature."""
     torch.manual_seed(0)
+    gate_kwargs.setdefault("init", "random")
     gate_kwargs.setdefault("init_curvature", 0.5)
     model = nn.Sequential(*[
         GatedResidual(nn.Sequential(nn.LayerNorm(DIM), nn.Linear(DIM, DIM)), DIM, **gate_kwargs)
@@ -136,7 +137,7 @@ def test_mask_cleared_after_masked_block_and_set_mask():
 
 
 def test_flattened_tokens_accept_batch_seq_mask():
-    gate = VectorGate(DIM, init_curvature=1.0, dtype=torch.float64)
+    gate = VectorGate(DIM, init="random", init_curvature=1.0, dtype=torch.float64)
     rec = GateRecorder(gate)
     with rec, rec.masked(torch.tensor([[1, 1, 0], [1, 0, 0]])):
         gate(torch.randn(6, DIM, dtype=torch.float64))  # (batch*seq, d)
@@ -182,7 +183,7 @@ def test_start_stop_reset():
 
 
 def test_histogram_range_grows_with_curvature_exactly():
-    gate = VectorGate(DIM, init_curvature=0.1, dtype=torch.float64)
+    gate = VectorGate(DIM, init="random", init_curvature=0.1, dtype=torch.float64)
     rec = GateRecorder(gate)
     xs = [torch.randn(50, DIM, dtype=torch.float64) * 3 for _ in range(2)]
     ss = []
@@ -201,7 +202,7 @@ def test_histogram_range_grows_with_curvature_exactly():
 
 
 def test_identity_gate_records_zero_s():
-    model = _stack(depth=2, init_curvature=0.0)
+    model = _stack(depth=2, init="random", init_curvature=0.0)
     with torch.no_grad():
         for block in model:
             block.gate.curvature.zero_()

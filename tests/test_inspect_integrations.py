@@ -18,10 +18,13 @@ SENTENCES = ["A gripping, beautifully acted film.", "Dull.", "Too long by half, 
 
 
 def _randomise_curvature(model: torch.nn.Module) -> None:
+    """Per-dimension c and a random g, as training would leave them (g's output starts at zero)."""
     torch.manual_seed(0)
     with torch.no_grad():
         for i, (_, g) in enumerate(gates(model)):
             g.curvature.copy_(torch.rand(g.dim) * 0.3 * (1 + i % 3))
+            for p in g.proj.parameters():
+                p.normal_(0, 1 / g.dim**0.5)
 
 
 @pytest.fixture
@@ -81,7 +84,7 @@ def test_timm_vit_gates_are_recorded():
     torch.manual_seed(0)
     vit = VisionTransformer(img_size=16, patch_size=8, in_chans=1, num_classes=3, embed_dim=16,
                             depth=2, num_heads=2)
-    patch(vit, init_curvature=0.5)
+    patch(vit, init="random", init_curvature=0.5)
     rec = GateRecorder(vit)
     with torch.no_grad(), rec:
         vit(torch.randn(3, 1, 16, 16))

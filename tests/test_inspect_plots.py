@@ -20,7 +20,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def recorded() -> tuple[nn.Module, GateRecorder, list[str]]:
     torch.manual_seed(0)
     model = nn.Sequential(*[
-        GatedResidual(nn.Linear(DIM, DIM), DIM, init_curvature=0.4 * (i + 1)) for i in range(3)
+        GatedResidual(nn.Linear(DIM, DIM), DIM, init="random", init_curvature=0.4 * (i + 1)) for i in range(3)
     ])
     rec = GateRecorder(model)
     tokens = ["[CLS]", "a", "fine", "film", "[SEP]"]
@@ -64,8 +64,8 @@ def test_token_beta_labels_are_the_tokens(recorded, tmp_path):
 
 
 def test_s_distribution_marks_unrecorded_gates(tmp_path):
-    model = nn.Sequential(GatedResidual(nn.Linear(DIM, DIM), DIM, init_curvature=0.5),
-                          GatedResidual(nn.Linear(DIM, DIM), DIM, init_curvature=0.5))
+    model = nn.Sequential(GatedResidual(nn.Linear(DIM, DIM), DIM, init="random", init_curvature=0.5),
+                          GatedResidual(nn.Linear(DIM, DIM), DIM, init="random", init_curvature=0.5))
     rec = GateRecorder(model)
     with rec, torch.no_grad():
         model[0](torch.randn(3, DIM))

@@ -21,10 +21,10 @@ def test_wheel_builds_with_py_typed_and_entry_point(tmp_path):
         [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(ROOT)],
         check=True, capture_output=True, cwd=tmp_path,
     )
-    (wheel,) = tmp_path.glob("vectorgate-0.1.0-*.whl")
+    (wheel,) = tmp_path.glob("vectorgate-0.2.0-*.whl")
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
-        entry_points = zf.read("vectorgate-0.1.0.dist-info/entry_points.txt").decode()
+        entry_points = zf.read("vectorgate-0.2.0.dist-info/entry_points.txt").decode()
     assert "vectorgate/py.typed" in names
     assert "vectorgate/gate.py" in names
     assert not any(n.startswith("tests/") for n in names)
@@ -32,9 +32,9 @@ def test_wheel_builds_with_py_typed_and_entry_point(tmp_path):
 
 
 def test_version_and_public_api():
-    assert vectorgate.__version__ == "0.1.0"
+    assert vectorgate.__version__ == "0.2.0"
     for name in ("VectorGate", "GatedResidual", "gated_residual", "exp_gated_residual", "GateOutput",
-                 "GatedBertOutput", "patch", "gates", "save_gates", "load_gates", "mark_only_gates_trainable"):
+                 "GatedBertOutput", "patch", "gates", "save_gates", "load_gates", "mark_only_gates_trainable", "make_gate_adapter"):
         assert name in vectorgate.__all__ and hasattr(vectorgate, name)
 
 

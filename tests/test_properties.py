@@ -41,7 +41,7 @@ def gate_cases(draw, *, zero_curvature: bool = False):
     return {
         "dim": dim,
         "shape": (*lead, dim),
-        "kwargs": {"rank": rank, "curvature": mode, "max_curvature": cap},
+        "kwargs": {"rank": rank, "curvature": mode, "max_curvature": cap, "init": "random"},
         "c": c,
         "dtype": draw(st.sampled_from(DTYPES)),
         "seed": draw(st.integers(0, 2**16)),
@@ -210,7 +210,7 @@ def test_gated_residual_with_the_gates_equals_the_fused_op(case):
 @CI
 def test_half_precision_output_is_finite_while_exp_c_fits(dtype, c, seed):
     torch.manual_seed(seed)
-    gate = VectorGate(16, init_curvature=c, dtype=dtype)
+    gate = VectorGate(16, init="random", init_curvature=c, dtype=dtype)
     x = torch.randn(8, 16, dtype=dtype)
     f_x = torch.randn(8, 16, dtype=dtype)
     # |y| <= e^|c| (|x| + |f_x|): representable as long as that product is.

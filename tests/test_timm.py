@@ -98,7 +98,7 @@ def test_block_fn_keeps_timm_options():
 
 def test_gate_init_survives_timm_weight_init():
     # timm's init re-initialises every nn.Linear; the block re-applies the gates' init.
-    vit = tiny_vit(block_fn=gated_block_fn(init_curvature=0.25), weight_init="jax")
+    vit = tiny_vit(block_fn=gated_block_fn(init="random", init_curvature=0.25), weight_init="jax")
     for block in vit.blocks:
         assert torch.equal(block.gate1.curvature, torch.full((32,), 0.25))
     with torch.no_grad():
@@ -109,7 +109,7 @@ def test_gate_init_survives_timm_weight_init():
 
 def test_gated_block_computes_the_gated_residual():
     torch.manual_seed(0)
-    block = GatedBlock(16, 2, init_values=0.5, gate_kwargs={"init_curvature": 0.7}).eval()
+    block = GatedBlock(16, 2, init_values=0.5, gate_kwargs={"init": "random", "init_curvature": 0.7}).eval()
     x = torch.randn(2, 5, 16)
     f1 = block.ls1(block.attn(block.norm1(x)))
     a1, b1, _ = block.gate1(x)
@@ -154,7 +154,7 @@ def test_patch_selected_sites_and_layers_then_unpatch():
     x = torch.randn(2, 1, 28, 28)
     expected = vit(x)
     keys = set(vit.state_dict())
-    patch(vit, sites=("mlp",), layers=[-1], init_curvature=0.5)
+    patch(vit, sites=("mlp",), layers=[-1], init="random", init_curvature=0.5)
     assert [n for n, _ in gates(vit)] == ["blocks.2.gate2"]
     assert not torch.allclose(vit(x), expected)
     unpatch(vit)
@@ -165,7 +165,7 @@ def test_patch_selected_sites_and_layers_then_unpatch():
 def test_patched_gates_load_into_a_block_fn_model_and_back(tmp_path):
     # patch() and block_fn name the gates alike, so trained gates move between the two.
     torch.manual_seed(0)
-    patched = patch(tiny_vit(init_values=0.1), init_curvature=0.3, rank=4).eval()
+    patched = patch(tiny_vit(init_values=0.1), init="random", init_curvature=0.3, rank=4).eval()
     with torch.no_grad():
         for _, g in gates(patched):
             g.curvature.uniform_(-1, 1)

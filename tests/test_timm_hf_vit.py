@@ -52,7 +52,7 @@ def test_hf_vit_identity_holds_in_training_mode_with_dropout(digits):
 def test_hf_vit_gates_train_on_real_digits_and_unpatch_restores(digits):
     model = tiny_hf_vit()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    patch(model, init_curvature=0.1)
+    patch(model, init="random", init_curvature=0.1)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     x, y = digits
     for _ in range(3):

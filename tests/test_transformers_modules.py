@@ -41,7 +41,7 @@ def test_from_module_keeps_the_pretrained_weights(minilm_classifier, minilm_batc
     layer = model.bert.encoder.layer[0]
     original = layer.output
     layer.output = GatedBertOutput.from_module(original)
-    layer.attention.output = GatedBertSelfOutput.from_module(layer.attention.output, init_curvature=0.0)
+    layer.attention.output = GatedBertSelfOutput.from_module(layer.attention.output, init="random")
     assert layer.output.dense is original.dense and layer.output.LayerNorm is original.LayerNorm
     assert torch.equal(_logits(model, minilm_batch), reference)
 
@@ -50,7 +50,7 @@ def test_from_module_keeps_the_pretrained_weights(minilm_classifier, minilm_batc
 def test_config_built_module_matches_transformers_at_init(cls):
     """Same function as transformers' module holding the same dense/LayerNorm weights."""
     torch.manual_seed(0)
-    gated = cls(TINY, init_curvature=0.0).eval()
+    gated = cls(TINY, init="random").eval()
     hf_cls = transformers.models.bert.modeling_bert.BertOutput if cls is GatedBertOutput else (
         transformers.models.bert.modeling_bert.BertSelfOutput
     )
@@ -72,7 +72,8 @@ def test_gated_module_inside_a_from_config_model_is_exact_and_survives_init_weig
     for layer in model.bert.encoder.layer:
         layer.output = GatedBertOutput.from_module(layer.output)
     model.init_weights()  # transformers re-initialises what it has not marked as initialised
-    assert all(g.curvature.abs().max() == 0 for _, g in gates(model))
+    assert all(torch.equal(g.curvature, torch.ones_like(g.curvature)) and not g.proj.weight.any()
+               for _, g in gates(model))
     assert torch.equal(_logits(model, ids), reference)
 
 
@@ -80,15 +81,17 @@ def test_init_weights_after_patch_keeps_identity_and_reset_gates_restores_gate_i
     torch.manual_seed(0)
     model = transformers.BertModel(TINY).eval()
     patch(model)
-    proj_before = {n: g.proj.weight.detach().clone() for n, g in gates(model)}
     model.init_weights()
-    # transformers draws every Linear it finds, the gates' projections included ...
-    assert all(not torch.equal(g.proj.weight, proj_before[n]) for n, g in gates(model))
-    assert all(g.curvature.abs().max() == 0 for _, g in gates(model))
-    # ... and reset_gates puts back the gates' own (PyTorch Linear) init.
+    # transformers re-draws every Linear it finds, but the gates mark theirs as initialised:
+    # g's output stays zero, c = 1, and the model is still the identity it was.
+    assert all(not g.proj.weight.any() and torch.equal(g.curvature, torch.ones_like(g.curvature))
+               for _, g in gates(model))
+    with torch.no_grad():  # training moved the gates; reset_gates puts back their own init
+        for _, g in gates(model):
+            g.proj.weight.normal_()
+            g.curvature.fill_(3.0)
     assert reset_gates(model) == 4
-    bound = 1 / TINY.hidden_size**0.5
-    assert all(g.proj.weight.abs().max() <= bound for _, g in gates(model))
+    assert all(not g.proj.weight.any() and g.curvature.eq(1).all() for _, g in gates(model))
 
 
 def test_subclass_built_with_gates_needs_reset_gates_after_from_pretrained(minilm_path, minilm_batch):
@@ -110,7 +113,7 @@ def test_subclass_built_with_gates_needs_reset_gates_after_from_pretrained(minil
     finally:
         logging.set_verbosity(verbosity)
     assert reset_gates(model) == 6
-    assert all(g.curvature.abs().max() == 0 for _, g in gates(model))
+    assert all(g.curvature.eq(1).all() and not g.proj.weight.any() for _, g in gates(model))
     assert torch.isfinite(_logits(model, minilm_batch)).all()
 
 

@@ -66,9 +66,13 @@ def _first_output(model: torch.nn.Module, inputs: dict) -> torch.Tensor:
 
 
 def _set_curvature(model: torch.nn.Module, value: float) -> None:
+    """Make the gates live: c = ``value`` and a random g (the default init starts g's output at zero)."""
+    gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for _, gate in gates(model):
             gate.curvature.fill_(value)
+            for p in gate.proj.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
 
 
 @pytest.mark.parametrize(("model_cls", "config_cls", "kwargs", "make_input", "family"),
@@ -104,7 +108,7 @@ def test_minilm_patch_is_bit_exact(minilm_classifier, minilm_batch):
 
 
 def test_minilm_gates_receive_gradients(minilm_classifier, minilm_batch):
-    patch(minilm_classifier, layers=[0, -1], init_curvature=0.1)
+    patch(minilm_classifier, layers=[0, -1], init="random", init_curvature=0.1)
     minilm_classifier.train()
     minilm_classifier(**minilm_batch).loss.backward()
     for name, gate in gates(minilm_classifier):
@@ -214,7 +218,7 @@ def test_failure_half_way_leaves_the_model_exactly_as_it_was(monkeypatch, model_
 def test_unpatch_restores_the_original_modules(model_cls, config_cls, kwargs):
     model = _build(model_cls, config_cls, kwargs)
     modules_before = dict(model.named_modules())
-    patch(model, init_curvature=0.3)
+    patch(model, init="random", init_curvature=0.3)
     unpatch(model)
     assert dict(model.named_modules()) == modules_before
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
@@ -238,7 +242,7 @@ def test_no_residual_stream_is_kept_alive_after_a_forward():
 def test_gradient_checkpointing_gives_the_same_gradients(model_cls, config_cls, kwargs):
     """Checkpointing re-runs each layer's forward in backward: the hooks must read that call's x."""
     base = _build(model_cls, config_cls, kwargs)
-    patch(base, init_curvature=0.2)
+    patch(base, init="random", init_curvature=0.2)
     base.train()
     for m in base.modules():  # dropout off: both runs must see the same function
         if isinstance(m, torch.nn.Dropout):
@@ -262,13 +266,13 @@ def test_deepcopy_of_a_patched_model_is_independent():
     inputs = _text_input()
     assert not torch.equal(_first_output(clone, inputs), _first_output(model, inputs))
     assert all(isinstance(g, ResidualGate) for _, g in gates(clone))
-    assert all(g.curvature.abs().max() == 0 for _, g in gates(model))
+    assert all(g.curvature.eq(1).all() and not g.proj.weight.any() for _, g in gates(model))
 
 
 def test_patched_decoder_traces_as_one_graph_under_torch_compile():
     """The hooks (capture x, replace the branch output) must not break dynamo's graph."""
     model = _build("LlamaForCausalLM", "LlamaConfig", TINY_DECODER)
-    patch(model, init_curvature=0.3)
+    patch(model, init="random", init_curvature=0.3)
     inputs = _text_input()
     reference = _first_output(model, inputs)
     torch._dynamo.reset()

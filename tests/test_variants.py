@@ -194,21 +194,21 @@ def test_patch_accepts_every_variant(name):
     assert all(p.grad is not None for _, g in found for p in g.parameters())
 
 
-@pytest.mark.parametrize("name", ["identity", "from_scratch"])
-def test_presets_build_gates_and_patch(name):
+@pytest.mark.parametrize(("name", "c", "identity"), [("default", 1.0, True), ("v0.1", 0.0, True),
+                                                    ("from_scratch", 0.5, False)])
+def test_presets_build_gates_and_patch(name, c, identity):
     from vectorgate.presets import preset
 
     kwargs = preset(name)
     gate = build_gate("vectorgate", DIM, **kwargs)
-    c = kwargs.get("init_curvature", 0.0)
     assert torch.equal(gate.effective_curvature(), torch.full((DIM,), c))
     x, f = _pair(11)
-    if c == 0.0:
+    if identity:
         assert torch.equal(gate.residual(x, f), x + f)
     else:
         assert not torch.equal(gate.residual(x, f), x + f)
     kwargs["init_curvature"] = 9.0  # a copy: the preset itself is unchanged
-    assert preset(name).get("init_curvature", 0.0) == c
+    assert "init_curvature" not in preset(name) or preset(name)["init_curvature"] == c
 
 
 def test_unknown_preset_lists_the_known_ones():

@@ -14,6 +14,7 @@ from vectorgate.io import load_gates, save_gates
 from vectorgate.patching import (
     gates,
     is_patched,
+    make_gate_adapter,
     mark_only_gates_trainable,
     param_groups,
     patch,
@@ -23,7 +24,7 @@ from vectorgate.patching import (
 from vectorgate.residual import GatedResidual
 from vectorgate.stability import NonFiniteError, UnstableGateWarning, check_gates
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Names that need an optional dependency, imported on first access.
 _LAZY = {
@@ -60,6 +61,7 @@ __all__ = [
     "inspect",
     "is_patched",
     "load_gates",
+    "make_gate_adapter",
     "mark_only_gates_trainable",
     "param_groups",
     "patch",

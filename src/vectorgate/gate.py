@@ -7,9 +7,25 @@ For a residual input x in R^d and a branch output f(x):
     alpha = exp(s),  beta = exp(-s)
     y     = alpha * x + beta * f(x)
 
-|s| <= |c|, so exp(-|c|) <= alpha, beta <= exp(|c|) and alpha * beta = 1. With c = 0
-(the default) alpha = beta = 1 exactly and the gate is the plain residual y = x + f(x),
-so dropping it into a pretrained model changes nothing until training moves c.
+|s| <= |c|, so exp(-|c|) <= alpha, beta <= exp(|c|) and alpha * beta = 1.
+
+Initialisation (``init=``). At s = 0 the gate is exactly the plain residual y = x + f(x),
+so a gate dropped into a pretrained model changes nothing until training moves it. s = 0
+can come from c = 0 or from g(x) = 0, and the two train very differently, because
+ds/dz = c * sech^2(z) and ds/dc = tanh(z):
+
+- ``"zero_output"`` (the default): g's output starts at zero (full rank: weight and bias
+  zero; low rank: ``up`` zero, ``down`` random, as LoRA's B = 0), c = 1. g gets a gradient
+  from the first step; c from the second (its gradient is tanh(g(x)) = 0 at step 0, as
+  LoRA's A gets none at step 0).
+- ``"random"``: g gets ``nn.Linear``'s random init and c = 0 (vectorgate 0.1's default).
+  The projection's gradient is exactly zero until c moves away from 0, which at a
+  fine-tuning learning rate it barely does: the gates stay near 1.
+
+Any init that is the exact identity must leave, in every channel, either c or g's row
+without a step-0 gradient (s_i = c_i tanh(z_i) = 0 needs c_i = 0 or z_i = 0).
+The evidence for the default is in ``docs/results.md`` (gate-only and full fine-tuning of
+the pretrained MiniLM on two text tasks).
 """
 
 from __future__ import annotations
@@ -25,7 +41,10 @@ from vectorgate.base import ResidualGate
 from vectorgate.functional import exp_gated_residual
 from vectorgate.kernels.reference import compute_dtype
 
-__all__ = ["GateOutput", "LowRankProjection", "VectorGate"]
+__all__ = ["GATE_INITS", "GateOutput", "LowRankProjection", "VectorGate"]
+
+#: init name -> default initial curvature. See the module docstring.
+GATE_INITS: dict[str, float] = {"zero_output": 1.0, "random": 0.0}
 
 
 class GateOutput(NamedTuple):
@@ -49,9 +68,15 @@ class LowRankProjection(nn.Module):
         self.down = nn.Linear(dim, rank, bias=False, device=device, dtype=dtype)
         self.up = nn.Linear(rank, dim, bias=bias, device=device, dtype=dtype)
 
-    def reset_parameters(self) -> None:
+    def reset_parameters(self, *, zero_output: bool = False) -> None:
+        """PyTorch's Linear init for both factors; with ``zero_output`` the up-projection
+        (weight and bias) starts at zero, so g(x) = 0 while ``down`` stays random."""
         self.down.reset_parameters()
         self.up.reset_parameters()
+        if zero_output:
+            nn.init.zeros_(self.up.weight)
+            if self.up.bias is not None:
+                nn.init.zeros_(self.up.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.up(self.down(x))
@@ -66,8 +91,14 @@ class VectorGate(ResidualGate):
             ``d x d`` linear map.
         curvature: ``"vector"`` for one learnable bound per dimension (the method), or
             ``"scalar"`` for one shared bound (the xLSTM-style ablation).
-        init_curvature: initial value of every entry of c. The default 0.0 makes the gate
-            exactly the identity residual (alpha = beta = 1).
+        init: how the gate starts (see the module docstring). ``"zero_output"`` (default):
+            g's output is zero and c = 1, exact identity and g trains from step 0.
+            ``"random"``: random g and c = 0, vectorgate 0.1's default (identity, but g gets
+            no gradient until c moves).
+        init_curvature: initial value of every entry of c; ``None`` takes the init's
+            default (1.0 for ``"zero_output"``, 0.0 for ``"random"``; half of
+            ``max_curvature`` when the cap is at or below that default). With ``"random"`` any
+            value other than 0 makes the gate non-identity at init.
         max_curvature: if given, c is soft-capped as ``cap * tanh(c_raw / cap)`` so that
             ``|c| < cap`` always; the stored parameter is the raw value.
         bias: whether g has a bias.
@@ -85,7 +116,8 @@ class VectorGate(ResidualGate):
         *,
         rank: int | None = None,
         curvature: Literal["vector", "scalar"] = "vector",
-        init_curvature: float = 0.0,
+        init: Literal["zero_output", "random"] = "zero_output",
+        init_curvature: float | None = None,
         max_curvature: float | None = None,
         bias: bool = True,
         device=None,
@@ -98,8 +130,20 @@ class VectorGate(ResidualGate):
             raise ValueError(f"rank must be None or a positive int, got {rank!r}")
         if curvature not in ("vector", "scalar"):
             raise ValueError(f"curvature must be 'vector' or 'scalar', got {curvature!r}")
-        if not math.isfinite(float(init_curvature)):
-            raise ValueError(f"init_curvature must be finite, got {init_curvature!r}")
+        if init not in GATE_INITS:
+            raise ValueError(f"init must be one of {sorted(GATE_INITS)}, got {init!r}")
+        if init_curvature is None:
+            init_curvature = GATE_INITS[init]
+            if max_curvature is not None and max_curvature > 0 and abs(init_curvature) >= max_curvature:
+                init_curvature = max_curvature / 2  # the default must fit under the user's cap
+        if isinstance(init_curvature, bool) or not isinstance(init_curvature, int | float) or not math.isfinite(init_curvature):
+            raise ValueError(f"init_curvature must be finite (a number), got {init_curvature!r}")
+        if init == "zero_output" and init_curvature == 0:
+            raise ValueError(
+                "init='zero_output' with init_curvature=0 would never train: g's gradient is "
+                "c * sech^2(z) = 0 and c's is tanh(g(x)) = 0. Use a nonzero init_curvature "
+                "(default 1.0) or init='random'"
+            )
         if max_curvature is not None:
             if not (math.isfinite(float(max_curvature)) and max_curvature > 0):
                 raise ValueError(f"max_curvature must be None or a positive number, got {max_curvature!r}")
@@ -111,6 +155,7 @@ class VectorGate(ResidualGate):
         self.dim = dim
         self.rank = rank
         self.curvature_mode = curvature
+        self.init = init
         self.init_curvature = float(init_curvature)
         self.max_curvature = None if max_curvature is None else float(max_curvature)
         factory = {"device": device, "dtype": dtype}
@@ -123,13 +168,28 @@ class VectorGate(ResidualGate):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Re-initialise g (PyTorch's Linear init) and set c to ``init_curvature``."""
-        self.proj.reset_parameters()
+        """Re-initialise g and c as ``init`` says (g's output zero, or PyTorch's Linear init)."""
+        zero_output = self.init == "zero_output"
+        if isinstance(self.proj, LowRankProjection):
+            self.proj.reset_parameters(zero_output=zero_output)
+        elif zero_output:
+            nn.init.zeros_(self.proj.weight)
+            if self.proj.bias is not None:
+                nn.init.zeros_(self.proj.bias)
+        else:
+            self.proj.reset_parameters()
         raw = self.init_curvature
         if self.max_curvature is not None:
             raw = self.max_curvature * math.atanh(self.init_curvature / self.max_curvature)
         with torch.no_grad():
             self.curvature.fill_(raw)
+        # transformers' weight init (``init_weights()``, ``post_init()``) re-draws every
+        # nn.Linear it finds unless the tensor says it is initialised: with c != 0 a re-drawn
+        # g would break the identity at init. The flag is a plain attribute, inert elsewhere.
+        # Not on meta tensors: from_pretrained must still materialise those (it skips flagged ones).
+        for p in self.parameters():
+            if p.device.type != "meta":
+                p._is_hf_initialized = True
 
     @property
     def num_parameters(self) -> int:
@@ -203,6 +263,7 @@ class VectorGate(ResidualGate):
         parts = [f"dim={self.dim}"]
         parts.append("rank=full" if self.rank is None else f"rank={self.rank}")
         parts.append(f"curvature={self.curvature_mode}")
+        parts.append(f"init={self.init}")
         parts.append(f"init_curvature={self.init_curvature:g}")
         if self.max_curvature is not None:
             parts.append(f"max_curvature={self.max_curvature:g}")

@@ -45,7 +45,7 @@ def build_model() -> nn.Module:
     gate tensor gets gradient from the first step."""
     from vectorgate.patching import patch
 
-    return patch(build_base(), init_curvature=0.2)
+    return patch(build_base(), init="random", init_curvature=0.2)
 
 
 def global_batches() -> list[tuple[Tensor, Tensor]]:

@@ -42,7 +42,7 @@ def build_model(gate_seed: int = 0) -> nn.Module:
     torch.manual_seed(0)
     model = BertForSequenceClassification(config)
     torch.manual_seed(gate_seed)
-    return patch(model, init_curvature=0.1)
+    return patch(model, init="random", init_curvature=0.1)
 
 
 class Snippets(torch.utils.data.Dataset):

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"--dim must be a positive integer, got {args.dim}")
     torch.manual_seed(args.seed)
     block = GatedResidual(
-        torch.nn.Linear(args.dim, args.dim), args.dim, init_curvature=args.init_curvature,
+        torch.nn.Linear(args.dim, args.dim), args.dim, init="random", init_curvature=args.init_curvature,
         return_gates=True,
     )
     x = torch.randn(4, args.dim)

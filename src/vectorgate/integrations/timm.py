@@ -6,7 +6,7 @@ layers stay timm's modules, configured by timm's arguments):
 - **New models**: :class:`GatedBlock` is a ``block_fn`` for
   ``timm.models.vision_transformer.VisionTransformer``::
 
-      vit = VisionTransformer(..., block_fn=gated_block_fn(init_curvature=0.0))
+      vit = VisionTransformer(..., block_fn=gated_block_fn())
 
 - **Existing models** (one you trained or loaded): ``vectorgate.patch(vit)`` finds every
   plain ``Block`` through the :class:`TimmViTFamily` registered here and gates it in place
@@ -85,7 +85,7 @@ class GatedBlock(Block):
         variant: name of the residual variant (see :func:`vectorgate.variants.build_gate`),
             as in ``vectorgate.patch(..., variant=...)``.
         gate_kwargs: keyword arguments for that variant (e.g. ``{"rank": 16,
-            "init_curvature": 0.0}``).
+            "init": "zero_output"}``).
         **block_kwargs: passed to ``timm.models.vision_transformer.Block``.
 
     Shapes:
