@@ -89,20 +89,61 @@ def test_unknown_task_is_a_clear_error(tmp_path):
         main(["compare", "--tasks", "nope", "--output-dir", str(tmp_path)])
 
 
-def test_lora_and_lowrank_gates_match_trainable_parameters():
-    """The gate-only task's default arms are matched exactly (73,728 adapter params + the classifier)."""
+def test_adapter_arms_match_trainable_parameters_exactly():
+    """Matched budgets of the *_adapt tasks: lora r=8 = gates of rank 7 (73,728), lora r=193 =
+    the full-rank gate (1,778,688), each + the classifier; DoRA and (IA)^3 build through PEFT."""
     pytest.importorskip("peft")
-    from vectorgate.compare.tasks import BertGatesVsLoraTask
+    from vectorgate.compare.tasks import TextAdapterTask
 
-    task = BertGatesVsLoraTask()
+    task = TextAdapterTask()
     counts = {}
-    for text in ("lora[r=8]", "vectorgate_lowrank[rank=7]", "plain"):
+    for text in ("lora[r=8]", "vectorgate_lowrank[rank=7]", "plain", "lora[r=193]", "vectorgate", "dora[r=8]", "ia3"):
         torch.manual_seed(0)
         model = task.build_model(parse_variant(text), 0)
         counts[text] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     classifier = 384 * 2 + 2
     assert counts["plain"] == classifier
     assert counts["lora[r=8]"] == counts["vectorgate_lowrank[rank=7]"] == 73_728 + classifier
+    assert counts["lora[r=193]"] == counts["vectorgate"] == 1_778_688 + classifier
+    assert counts["dora[r=8]"] == 73_728 + 12 * 384 + classifier  # + one magnitude per output
+    assert classifier < counts["ia3"] < 73_728  # (IA)^3 learns scaling vectors only
+
+
+def test_peft_arm_rejects_unknown_arguments():
+    pytest.importorskip("peft")
+    from vectorgate.compare.tasks.peft_arms import build_peft_arm
+
+    with pytest.raises(ValueError, match="ia3 takes no arguments"):
+        build_peft_arm(nn.Linear(2, 2), parse_variant("ia3[r=4]"), keep_trainable=())
+    with pytest.raises(ValueError, match="not a PEFT arm"):
+        build_peft_arm(nn.Linear(2, 2), parse_variant("bogus"), keep_trainable=())
+
+
+def test_text_tasks_load_real_data_and_keep_per_example_outcomes(tmp_path):
+    pytest.importorskip("transformers")
+    runs = run_comparison(["sms_adapt"], [parse_variant("plain"), parse_variant("vectorgate_lowrank[rank=2]")],
+                          [0], tmp_path, quick=True, progress=False)
+    assert [r["variant"] for r in runs] == ["plain", "vectorgate_lowrank[rank=2]"]
+    for r in runs:
+        assert "error" not in r and len(r["correct"]) == 16 and set(r["correct"]) <= {"0", "1"}
+        assert r["final"] == pytest.approx(r["correct"].count("1") / 16)
+
+
+def test_sms_spam_loader_reads_the_bundled_csv():
+    pytest.importorskip("pandas")
+    from vectorgate.assets import load_sms_spam
+
+    data = load_sms_spam()
+    assert len(data) == 4837 and data.label_names == ("ham", "spam")
+    assert int(data.labels.sum()) == 638 and all(isinstance(t, str) and t for t in data.texts[:50])
+
+
+def test_gate_weight_decay_is_a_training_key():
+    spec = parse_variant("vectorgate[gate_weight_decay=0,rank=4]")
+    assert spec.gate_weight_decay == 0.0 and spec.kwargs == {"rank": 4}
+    assert parse_variant("vectorgate").gate_weight_decay is None
+    with pytest.raises(ValueError, match="a number >= 0"):
+        parse_variant("vectorgate[gate_weight_decay=-1]")
 
 
 # A user's own task: real data, their model, any variant by name. This is the whole of it.

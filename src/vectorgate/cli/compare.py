@@ -8,7 +8,7 @@ import sys
 
 HELP = "Train residual variants on real tasks at equal steps and data order; write runs JSON, a results table and plots."
 
-DEFAULT_TASKS = ("bert_rt", "bert_rt_gates_vs_lora", "vit_mnist", "charlm_shakespeare")
+DEFAULT_TASKS = ("rt_full", "rt_adapt", "sms_full", "sms_adapt", "vit_mnist", "charlm_shakespeare")
 DEFAULT_VARIANTS = ("plain", "vectorgate", "vectorgate_scalar", "vectorgate_lowrank", "highway", "rezero", "layerscale", "gateskip")
 
 
@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--variants", nargs="+", default=list(DEFAULT_VARIANTS),
         help="arms: 'name' or 'name[key=value,...]' (gate kwargs, lr_mult, gate_lr_mult; "
-        "'lora[r=8]' in bert_rt_gates_vs_lora). Default: every registered variant.",
+        "'lora[r=8]', 'dora[r=8]', 'ia3' in the *_adapt tasks). Default: every registered variant.",
     )
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default 3)")
     parser.add_argument("--output-dir", required=True, help="where runs*.jsonl, results.md and plots go")

@@ -1,4 +1,11 @@
-"""Turn ``runs.jsonl`` into a markdown table and plots (mean +- std over seeds)."""
+"""Turn ``runs.jsonl`` into a markdown table and plots, with paired statistics.
+
+Per task and arm: the final metric's mean with a 95% t interval over seeds, and against each
+reference arm of the task (``plain``; ``lora[r=8]`` where it ran) the paired difference
+with its 95% interval, the paired t-test's p-value and, where both arms kept per-example
+outcomes, McNemar's exact test pooled over seeds. "no difference measured" is written
+wherever the paired t-test does not reject at 5% (see :mod:`vectorgate.compare.stats`).
+"""
 
 from __future__ import annotations
 
@@ -9,18 +16,22 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["summarise", "write_markdown", "write_plots"]
+from vectorgate.compare.stats import PairedResult, mcnemar_exact, paired_t, t_interval
+
+__all__ = ["DEFAULT_REFERENCES", "compare_arms", "summarise", "write_markdown", "write_plots"]
+
+#: Arms every other arm of a task is compared with, where the task has them.
+DEFAULT_REFERENCES: tuple[str, ...] = ("plain", "lora[r=8]")
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    if not values:
-        return math.nan, math.nan
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+def _ok(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in runs if "error" not in r and not r.get("diverged_at")]
 
 
 def summarise(runs: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Per task, one row per variant (in first-seen order): metric mean/std over finished seeds,
-    parameters, time, and how many runs diverged or failed."""
+    """Per task, one row per variant (in first-seen order): the final metric's mean, std and
+    95% t-interval half-width over finished seeds, the per-seed finals, parameters, time,
+    and how many runs diverged or failed."""
     tasks: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for r in runs:
         tasks.setdefault(r["task"], {}).setdefault(r["variant"], []).append(r)
@@ -28,15 +39,17 @@ def summarise(runs: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
     for task, by_variant in tasks.items():
         rows = []
         for variant, rs in by_variant.items():
-            ok = [r for r in rs if "error" not in r and not r.get("diverged_at")]
+            ok = _ok(rs)
             finals = [r["final"] for r in ok]
-            mean, std = _mean_std(finals)
+            mean, half = t_interval(finals)
             cs = [r["curvature"]["mean_abs_c"] for r in ok if r.get("curvature")]
             rows.append({
                 "variant": variant,
                 "metric": rs[0]["metric"],
                 "higher_is_better": rs[0]["higher_is_better"],
-                "mean": mean, "std": std, "n": len(finals), "finals": finals,
+                "mean": mean, "ci": half, "std": statistics.stdev(finals) if len(finals) > 1 else math.nan,
+                "n": len(finals), "finals": finals, "by_seed": {r["seed"]: r["final"] for r in ok},
+                "correct": {r["seed"]: r["correct"] for r in ok if r.get("correct")},
                 "diverged": sum(1 for r in rs if r.get("diverged_at")),
                 "failed": sum(1 for r in rs if "error" in r),
                 "trainable_params": ok[0]["trainable_params"] if ok else None,
@@ -49,8 +62,47 @@ def summarise(runs: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
     return out
 
 
-def _fmt(x: float, digits: int = 4) -> str:
+def compare_arms(row: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+    """``row`` against ``reference`` (rows of :func:`summarise`): the paired t result over
+    shared seeds and, where both kept per-example outcomes, McNemar pooled over those seeds."""
+    paired: PairedResult = paired_t(row["by_seed"], reference["by_seed"])
+    seeds = sorted(set(row["correct"]) & set(reference["correct"]))
+    mc = None
+    if seeds:
+        a = [ch == "1" for s in seeds for ch in row["correct"][s]]
+        b = [ch == "1" for s in seeds for ch in reference["correct"][s]]
+        if len(a) == len(b):
+            mc = mcnemar_exact(a, b)
+    return {"paired": paired, "mcnemar": mc}
+
+
+def _fmt(x: float | None, digits: int = 4) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _p(p: float) -> str:
+    return "n/a" if math.isnan(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
+
+
+def _verdict(result: PairedResult, higher_is_better: bool) -> str:
+    if result.n < 2:
+        return "too few seeds"
+    if not result.significant():
+        return "no difference measured"
+    better = (result.diff > 0) == higher_is_better
+    return "**better**" if better else "**worse**"
+
+
+def _comparison_cell(row: dict[str, Any], ref: dict[str, Any] | None) -> str:
+    if ref is None or row is ref or not row["n"] or not ref["n"]:
+        return ""
+    cmp = compare_arms(row, ref)
+    r: PairedResult = cmp["paired"]
+    cell = f"{r.diff:+.4f} ± {_fmt(r.half_width)}, p={_p(r.p)}: {_verdict(r, row['higher_is_better'])}"
+    if cmp["mcnemar"] is not None:
+        a_only, b_only, p = cmp["mcnemar"]
+        cell += f"; McNemar {a_only}/{b_only}, p={_p(p)}"
+    return cell
 
 
 def write_markdown(
@@ -60,17 +112,17 @@ def write_markdown(
     command: str,
     plots: dict[str, list[str]] | None = None,
     note: str | None = None,
+    references: Sequence[str] = DEFAULT_REFERENCES,
 ) -> str:
     """Write (and return) the results table of every task.
 
     ``command`` is the one that wrote the file; the commands that made the runs (stored in
     their records) are listed too. ``plots`` maps a task to image paths, linked relative
     to the markdown file's folder. ``note`` (e.g. what else loaded the machine) is printed
-    under the machine line.
-
-    The "vs plain" column is the difference of means to the ``plain`` row of the same task,
-    and in brackets that difference divided by the larger of the two seed std's: a reading
-    of |z| < 1 means within seed-to-seed noise.
+    under the machine line. Each arm named in ``references`` that a task ran gets a column:
+    the paired difference to it (mean ± 95% half-width over shared seeds), the paired
+    t-test's p-value and verdict, and McNemar's exact test pooled over seeds (examples
+    only this arm got right / only the reference got right, p).
     """
     summary = summarise(runs)
     machine = next((r.get("machine") for r in runs if r.get("machine")), "unknown")
@@ -86,7 +138,12 @@ def write_markdown(
     lines += [
         f"- Machine: {machine}",
         *([f"- Note: {note}"] if note else []),
-        f"- Runs: {len(runs)} (each: one task, one variant, one seed; equal steps and data order per seed)",
+        f"- Runs: {len(runs)} (each: one task, one arm, one seed; every arm of a seed shares its data order "
+        "and starting weights, so arms are compared paired, seed by seed)",
+        "- Statistics: mean ± half-width of the 95% t interval over seeds; comparisons are paired differences "
+        "(this arm minus the reference) with their 95% interval and a two-sided paired t-test; \"no difference "
+        "measured\" where it does not reject at 5%. McNemar: exact test on the held-out examples only one of the "
+        "two arms got right, pooled over the shared seeds.",
         "",
     ]
     failed = [r for r in runs if "error" in r]
@@ -95,22 +152,18 @@ def write_markdown(
     for task, rows in summary.items():
         first = rows[0]
         arrow = "higher is better" if first["higher_is_better"] else "lower is better"
-        plain = next((r for r in rows if r["variant"] == "plain"), None)
-        lines += [f"## {task}", "", f"Metric: `{first['metric']}` ({arrow}), final value after {first['steps']} steps, "
-                  "mean ± std over seeds.", ""]
-        lines += ["| variant | " + first["metric"] + " | vs plain (z) | seeds | trainable params | time / run (s) | mean abs c at end | diverged |",
-                  "|---|---|---|---|---|---|---|---|"]
+        refs = [next((r for r in rows if r["variant"] == name), None) for name in references]
+        refs = [r for r in refs if r is not None]
+        lines += [f"## {task}", "", f"Metric: `{first['metric']}` ({arrow}), final value after {first['steps']} steps.", ""]
+        head = ["arm", f"{first['metric']} (95% CI)", *[f"vs {r['variant']}" for r in refs], "seeds",
+                "trainable params", "time / run (s)", "mean abs c at end", "diverged"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in rows:
-            vs = ""
-            if plain is not None and r is not plain and r["n"] and plain["n"]:
-                diff = r["mean"] - plain["mean"]
-                spread = max(r["std"], plain["std"])
-                z = f" ({diff / spread:+.1f})" if spread > 0 else ""
-                vs = f"{diff:+.4f}{z}"
             params = "n/a" if r["trainable_params"] is None else f"{r['trainable_params']:,}"
             c = "" if r["mean_abs_c"] is None else f"{r['mean_abs_c']:.3f}"
-            lines.append(f"| {r['variant']} | {_fmt(r['mean'])} ± {_fmt(r['std'])} | {vs} | {r['n']} | {params} | "
-                         f"{_fmt(r['time_s'], 1)} | {c} | {r['diverged']} |")
+            cells = [r["variant"], f"{_fmt(r['mean'])} ± {_fmt(r['ci'])}", *[_comparison_cell(r, ref) for ref in refs],
+                     str(r["n"]), params, _fmt(r["time_s"], 1), c, str(r["diverged"])]
+            lines.append("| " + " | ".join(cells) + " |")
         for image in (plots or {}).get(task, []):
             rel = pathlib.Path(os.path.relpath(image, pathlib.Path(path).parent)).as_posix()
             lines += ["", f"![{task}]({rel})"]
@@ -121,7 +174,8 @@ def write_markdown(
 
 
 def write_plots(runs: Sequence[dict[str, Any]], out_dir: str | os.PathLike) -> dict[str, list[str]]:
-    """Per task: validation curves (mean over seeds, band = std) and a bar chart with std error bars.
+    """Per task: validation curves (mean over seeds, band = std), and the final metric against
+    trainable parameters (log scale, error bars = 95% t interval).
 
     Returns:
         ``{task: [paths]}`` of the PNGs written into ``out_dir``.
@@ -136,35 +190,38 @@ def write_plots(runs: Sequence[dict[str, Any]], out_dir: str | os.PathLike) -> d
     summary = summarise(runs)
     written: dict[str, list[str]] = {}
     for task, rows in summary.items():
-        fig, (ax_c, ax_b) = plt.subplots(1, 2, figsize=(13, 4.5))
+        fig, (ax_c, ax_p) = plt.subplots(1, 2, figsize=(13, 4.8))
         # tab20: more arms than the default cycle's 10 colours, and still distinct.
-        ax_c.set_prop_cycle(color=plt.get_cmap("tab20").colors)
+        colours = dict(zip((r["variant"] for r in rows), plt.get_cmap("tab20").colors, strict=False))
         for row in rows:
-            curves = [r["curve"] for r in runs if r["task"] == task and r["variant"] == row["variant"]
-                      and "error" not in r and not r.get("diverged_at")]
+            curves = [r["curve"] for r in _ok(runs) if r["task"] == task and r["variant"] == row["variant"]]
             if not curves:
                 continue
             steps = [s for s, _ in curves[0]]
             values = [[v for _, v in c] for c in curves if len(c) == len(steps)]
             mean = [statistics.fmean(col) for col in zip(*values, strict=True)]
             std = [statistics.stdev(col) if len(col) > 1 else 0.0 for col in zip(*values, strict=True)]
-            (line,) = ax_c.plot(steps, mean, marker="o", label=row["variant"])
+            colour = colours[row["variant"]]
+            ax_c.plot(steps, mean, marker="o", label=row["variant"], color=colour)
             ax_c.fill_between(steps, [m - s for m, s in zip(mean, std, strict=True)],
-                              [m + s for m, s in zip(mean, std, strict=True)], color=line.get_color(), alpha=0.15)
+                              [m + s for m, s in zip(mean, std, strict=True)], color=colour, alpha=0.15)
         ax_c.set_xlabel("step")
         ax_c.set_ylabel(rows[0]["metric"])
-        ax_c.set_title(f"{task}: validation curve (mean ± std over seeds)")
-        ax_c.legend(fontsize=7)
-        shown = [r for r in rows if r["n"]]
-        ax_b.bar(range(len(shown)), [r["mean"] for r in shown], yerr=[r["std"] for r in shown], capsize=4)
-        ax_b.set_xticks(range(len(shown)), [r["variant"] for r in shown], rotation=35, ha="right", fontsize=7)
+        ax_c.set_title(f"{task}: held-out curve (mean ± std over seeds)")
+        if ax_c.lines:
+            ax_c.legend(fontsize=7)
+        shown = [r for r in rows if r["n"] and r["trainable_params"]]
+        for r in shown:
+            err = 0.0 if math.isnan(r["ci"]) else r["ci"]
+            ax_p.errorbar(r["trainable_params"], r["mean"], yerr=err, fmt="o", capsize=4,
+                          color=colours[r["variant"]], label=r["variant"])
+        ax_p.set_xscale("log")
+        ax_p.set_xlabel("trainable parameters (log scale)")
+        ax_p.set_ylabel(rows[0]["metric"])
+        ax_p.set_title(f"{task}: final vs trainable parameters (95% CI)")
+        ax_p.grid(alpha=0.3)
         if shown:
-            lo = min(r["mean"] - r["std"] for r in shown)
-            hi = max(r["mean"] + r["std"] for r in shown)
-            pad = 0.15 * (hi - lo) or 0.01
-            ax_b.set_ylim(lo - pad, hi + pad)  # zoomed: the differences are what matter
-        ax_b.set_ylabel(rows[0]["metric"])
-        ax_b.set_title(f"{task}: final (error bars: std over seeds; axis zoomed)")
+            ax_p.legend(fontsize=7)
         fig.tight_layout()
         image = out / f"{task}.png"
         fig.savefig(image, dpi=110)

@@ -57,9 +57,12 @@ def run_one(task: Task, spec: VariantSpec, seed: int) -> dict[str, Any]:
         gates' curvature at the end (VectorGate variants).
     """
     torch.manual_seed(seed)
+    if hasattr(task, "last_correct"):
+        task.last_correct = None
     model = task.build_model(spec, seed).to(task.device)
     lr = task.lr * spec.lr_mult
-    groups = param_groups(model, weight_decay=task.weight_decay, lr=lr, gate_lr=lr * spec.gate_lr_mult)
+    gate_wd = {} if spec.gate_weight_decay is None else {"gate_weight_decay": spec.gate_weight_decay}
+    groups = param_groups(model, weight_decay=task.weight_decay, lr=lr, gate_lr=lr * spec.gate_lr_mult, **gate_wd)
     optimizer = torch.optim.AdamW(groups, lr=lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(task.steps))
     generator = torch.Generator().manual_seed(seed)
@@ -86,6 +89,10 @@ def run_one(task: Task, spec: VariantSpec, seed: int) -> dict[str, Any]:
             model.eval()
             curve.append([step, float(task.evaluate(model))])
     elapsed = time.perf_counter() - start
+    # Which held-out examples the final evaluation got right (tasks that keep it), as "0"/"1":
+    # paired tests across arms on the same examples (McNemar).
+    last = getattr(task, "last_correct", None)
+    correct = "".join(map(str, last.int().tolist())) if last is not None and not diverged_at else None
     return {
         "task": task.name,
         "metric": task.metric,
@@ -95,6 +102,7 @@ def run_one(task: Task, spec: VariantSpec, seed: int) -> dict[str, Any]:
         "variant_kwargs": spec.kwargs,
         "lr": lr,
         "gate_lr": lr * spec.gate_lr_mult,
+        "gate_weight_decay": spec.gate_weight_decay,
         "seed": seed,
         "steps": task.steps,
         "batch_size": task.batch_size,
@@ -106,6 +114,7 @@ def run_one(task: Task, spec: VariantSpec, seed: int) -> dict[str, Any]:
         "total_params": sum(p.numel() for p in model.parameters()),
         "time_s": elapsed,
         "curvature": _curvature_stats(model),
+        "correct": correct,
         "threads": torch.get_num_threads(),
         "device": task.device,
     }
@@ -175,7 +184,8 @@ def run_comparison(
         raise ValueError(f"shard must be letters, digits, '.', '_' or '-', got {shard!r}")
     runs_path = out / ("runs.jsonl" if shard is None else f"runs-{shard}.jsonl")
     done = {(r["task"], r["variant"], r["seed"]) for r in load_runs(out)}
-    todo = [(t, s, seed) for t in task_objs for s in specs if t.supports(s) for seed in seeds
+    # Seed-major: an interrupted sweep leaves every arm with (nearly) the same seeds, paired.
+    todo = [(t, s, seed) for seed in seeds for t in task_objs for s in specs if t.supports(s)
             if (t.name, s.label, seed) not in done]
     orphans = [s.label for s in specs if not any(t.supports(s) for t in task_objs)]
     if orphans:
@@ -183,7 +193,7 @@ def run_comparison(
 
         raise ValueError(
             f"no task here runs {orphans}: not a registered variant ({', '.join(sorted(VARIANTS))}) "
-            f"nor an arm of tasks {[t.name for t in task_objs]} (lora runs in bert_rt_gates_vs_lora only)"
+            f"nor an arm of tasks {[t.name for t in task_objs]} (lora/dora/ia3 run in the *_adapt tasks only)"
         )
     for t in task_objs:
         skipped = [s.label for s in specs if not t.supports(s)]

@@ -15,7 +15,7 @@ __all__ = ["VariantSpec", "parse_variant"]
 
 _SPEC = re.compile(r"^(?P<name>[A-Za-z_][\w]*)(\[(?P<args>[^\]]*)\])?$")
 # Keys that configure training, not the gate; every other key goes to build_gate.
-_TRAIN_KEYS = ("lr_mult", "gate_lr_mult")
+_TRAIN_KEYS = ("lr_mult", "gate_lr_mult", "gate_weight_decay")
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,8 @@ class VariantSpec:
             own arm (``r`` for LoRA).
         lr_mult: multiplies the task's learning rate for every parameter.
         gate_lr_mult: further multiplies the learning rate of the gates' parameters.
+        gate_weight_decay: AdamW decay of the gates' matrices (None: the library default,
+            :func:`vectorgate.param_groups`' ``gate_weight_decay``).
     """
 
     label: str
@@ -37,6 +39,7 @@ class VariantSpec:
     kwargs: dict[str, Any] = field(default_factory=dict)
     lr_mult: float = 1.0
     gate_lr_mult: float = 1.0
+    gate_weight_decay: float | None = None
 
 
 def _value(text: str) -> Any:
@@ -57,13 +60,14 @@ def parse_variant(text: str) -> VariantSpec:
     """Parse ``name`` or ``name[key=value,...]`` into a :class:`VariantSpec`.
 
     Raises:
-        ValueError: malformed text, a key given twice, or a non-positive/non-finite lr multiplier.
+        ValueError: malformed text, a key given twice, a non-positive/non-finite lr multiplier
+            or a negative gate_weight_decay.
     """
     m = _SPEC.match(text.strip())
     if not m:
         raise ValueError(f"variant must look like 'name' or 'name[key=value,...]', got {text!r}")
     kwargs: dict[str, Any] = {}
-    train = {"lr_mult": 1.0, "gate_lr_mult": 1.0}
+    train: dict[str, float | None] = {"lr_mult": 1.0, "gate_lr_mult": 1.0, "gate_weight_decay": None}
     seen: set[str] = set()
     for item in filter(None, (m.group("args") or "").split(",")):
         key, sep, raw = item.partition("=")
@@ -75,8 +79,10 @@ def parse_variant(text: str) -> VariantSpec:
         seen.add(key)
         value = _value(raw)
         if key in _TRAIN_KEYS:
-            if isinstance(value, bool) or not isinstance(value, int | float) or not (math.isfinite(value) and value > 0):
-                raise ValueError(f"in {text!r}: {key} must be a positive number, got {raw!r}")
+            lowest_ok = 0.0 if key == "gate_weight_decay" else math.nextafter(0.0, 1.0)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not (math.isfinite(value) and value >= lowest_ok):
+                kind = "a number >= 0" if key == "gate_weight_decay" else "a positive number"
+                raise ValueError(f"in {text!r}: {key} must be {kind}, got {raw!r}")
             train[key] = float(value)
         else:
             kwargs[key] = value

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The fine-tuning comparison behind docs/results.md: the pretrained MiniLM BERT on Rotten
+# Tomatoes (rt_*) and SMS spam (sms_*), full fine-tuning and adapters (gates vs PEFT's LoRA,
+# DoRA and (IA)^3), 5 paired seeds, then a 3-seed screen of gate settings.
+#
+# Two processes of one torch thread each fill docs/results/finetune/ through their own shard
+# file. Phase 1 holds the arms the README quotes, phase 2 the other peers, phase 3 a screen
+# of gate settings (docs/results/screen/). Within a phase the runs go seed by seed, so a
+# stopped sweep leaves every arm with the same seeds (paired). Rerunning resumes: recorded
+# runs are skipped. On a 2-core x86_64 CPU shared with other jobs this took about 2 hours.
+#
+# Usage: benchmarks/run_finetune_comparison.sh [extra args for every `vectorgate compare`, e.g. --scale 3 --device cuda]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VG="${VG:-.venv/bin/vectorgate}"
+OUT=docs/results/finetune
+SCREEN=docs/results/screen
+SEEDS="${SEEDS:-5}"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error
+EXTRA=("$@")
+
+# run_seeds SHARD DIR NSEEDS TASK -- ARMS...: seeds 0..NSEEDS-1, one seed at a time.
+run_seeds() {
+  local shard=$1 dir=$2 n=$3 task=$4; shift 5
+  for ((k = 1; k <= n; k++)); do
+    "$VG" compare --shard "$shard" --tasks "$task" --variants "$@" --seeds "$k" --output-dir "$dir" \
+      --threads 1 --no-progress "${EXTRA[@]}"
+  done
+}
+
+# Matched trainable parameters: lora r=8 on query/value = gates of rank 7 on both residuals of
+# every layer (73,728); larger budget: the full-rank gate = lora r=193 (1,778,688).
+(
+  run_seeds a "$OUT" "$SEEDS" rt_adapt -- plain vectorgate "vectorgate[init=random]" "vectorgate_lowrank[rank=7]" "lora[r=8]"
+  run_seeds a "$OUT" "$SEEDS" sms_full -- plain vectorgate
+  run_seeds a "$OUT" "$SEEDS" rt_adapt -- "dora[r=8]" ia3 "lora[r=193]"
+  run_seeds a "$SCREEN" 3 rt_adapt -- "vectorgate[init_curvature=0.5]" "vectorgate[init_curvature=2]" vectorgate_scalar
+) &
+A=$!
+(
+  run_seeds b "$OUT" "$SEEDS" rt_full -- plain vectorgate
+  run_seeds b "$OUT" "$SEEDS" sms_adapt -- plain vectorgate "vectorgate_lowrank[rank=7]" "lora[r=8]"
+  run_seeds b "$OUT" "$SEEDS" rt_full -- "vectorgate[gate_lr_mult=10]"
+  run_seeds b "$OUT" "$SEEDS" sms_adapt -- "dora[r=8]" ia3 "lora[r=193]"
+  run_seeds b "$SCREEN" 3 rt_adapt -- "vectorgate[gate_weight_decay=0.1]" "vectorgate[lr_mult=0.5]" "vectorgate[lr_mult=2]"
+) &
+B=$!
+status=0
+for pid in $A $B; do wait "$pid" || status=1; done
+"$VG" compare --report-only --output-dir "$OUT" --markdown docs/results.md || status=1
+"$VG" compare --report-only --output-dir "$SCREEN" --markdown "$SCREEN/results.md" || status=1
+exit $status
