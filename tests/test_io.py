@@ -39,7 +39,7 @@ def _tiny_llama(hidden: int = 32):
 
 def test_round_trip_on_a_fresh_minilm_is_bit_exact(tmp_path, minilm_classifier, _minilm_classifier_pristine,
                                                    minilm_batch):
-    model = patch(minilm_classifier, layers=[1, 3], sites=("mlp",), rank=8, init_curvature=0.0)
+    model = patch(minilm_classifier, layers=[1, 3], sites=("mlp",), rank=8, init="random")
     _train_gates_a_little(model)
     expected = _logits(model, minilm_batch)
     save_gates(model, tmp_path)
@@ -51,7 +51,7 @@ def test_round_trip_on_a_fresh_minilm_is_bit_exact(tmp_path, minilm_classifier, 
 
     config = json.loads((tmp_path / CONFIG_NAME).read_text())
     assert config["family"] == "bert" and config["sites"] == ["mlp"] and config["layers"] == [1, 3]
-    assert config["gate_kwargs"] == {"rank": 8, "init_curvature": 0.0}
+    assert config["gate_kwargs"] == {"rank": 8, "init": "random"}
     assert config["dims"] == {"bert.encoder.layer.1.output.gate": 384, "bert.encoder.layer.3.output.gate": 384}
     assert sorted(p.name for p in tmp_path.iterdir()) == [WEIGHTS_NAME, CONFIG_NAME]  # no temp files left
 
@@ -132,3 +132,22 @@ def test_save_pretrained_round_trip_and_what_plain_from_pretrained_does(tmp_path
     patch(plain.eval())
     plain.load_state_dict(load_file(str(tmp_path / "model.safetensors")))
     assert torch.equal(_logits(plain, minilm_batch), expected)
+
+
+def test_a_v01_gate_file_without_init_still_loads(tmp_path):
+    """0.1 saved ``{"init_curvature": 0.0}`` and no init; the 0.2 default would refuse c = 0."""
+    model = patch(_tiny_llama(), init="random", init_curvature=0.0)
+    with torch.no_grad():
+        for _, g in gates(model):
+            g.curvature.fill_(0.3)
+    save_gates(model, tmp_path)
+    config = json.loads((tmp_path / CONFIG_NAME).read_text())
+    config["vectorgate_version"] = "0.1.0"
+    config["gate_kwargs"] = {"init_curvature": 0.0}
+    for key in ("modules_to_save", "extra_tensors"):
+        config.pop(key)
+    (tmp_path / CONFIG_NAME).write_text(json.dumps(config))
+    fresh = load_gates(_tiny_llama(), tmp_path)
+    loaded = list(gates(fresh))
+    assert loaded and all(g.init == "random" and torch.equal(g.curvature, torch.full_like(g.curvature, 0.3))
+                          for _, g in loaded)

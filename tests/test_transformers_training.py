@@ -1,4 +1,4 @@
-"""gates(), mark_only_gates_trainable() and param_groups() on patched HF models."""
+"""gates(), mark_only_gates_trainable(), make_gate_adapter() and param_groups() on patched HF models."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from vectorgate.patching import gates, mark_only_gates_trainable, param_groups, patch  # noqa: E402
+from vectorgate import VectorGate, load_gates, save_gates  # noqa: E402
+from vectorgate.patching import (  # noqa: E402
+    gates,
+    make_gate_adapter,
+    mark_only_gates_trainable,
+    param_groups,
+    patch,
+    patch_state,
+)
 
 CONFIG = transformers.BertConfig(
     num_hidden_layers=2, hidden_size=32, intermediate_size=64, num_attention_heads=4, vocab_size=128
@@ -67,5 +75,79 @@ def test_param_groups_skip_frozen_parameters_and_train_the_curvature():
     ids = torch.randint(0, 128, (4, 6))
     model(input_ids=ids, labels=torch.tensor([0, 1, 0, 1])).loss.backward()
     opt.step()
-    # At c = 0 the curvature still gets a gradient (the projection does not, until c moves).
-    assert all(g.curvature.abs().min() > 0 for _, g in gates(model))
+    # The default gate (g's output zero, c = 1) trains its projection from the first step.
+    assert all(g.proj.weight.abs().min() > 0 for _, g in gates(model))
+
+
+def test_gates_are_not_decayed_by_default_and_can_be():
+    model = _patched_classifier()
+    groups = {g["name"]: g for g in param_groups(model, weight_decay=0.1, lr=1e-4)}
+    assert groups["gates/decay"]["weight_decay"] == 0.0 and groups["backbone/decay"]["weight_decay"] == 0.1
+    groups = {g["name"]: g for g in param_groups(model, weight_decay=0.1, lr=1e-4, gate_weight_decay=None)}
+    assert groups["gates/decay"]["weight_decay"] == 0.1
+
+
+def test_width_aware_gate_lr_scales_only_the_gate_matrices():
+    model = _patched_classifier()  # d = 32
+    groups = {g["name"]: g for g in param_groups(model, lr=1e-4, gate_lr=1e-2, gate_lr_width_ref=384)}
+    assert set(groups) == {"backbone/decay", "backbone/no_decay", "gates/decay/d=32", "gates/no_decay"}
+    assert groups["gates/decay/d=32"]["lr"] == pytest.approx(1e-2 * 384 / 32)
+    assert groups["gates/no_decay"]["lr"] == 1e-2 and groups["backbone/decay"]["lr"] == 1e-4
+    with pytest.raises(ValueError, match="positive int"):
+        param_groups(model, lr=1e-4, gate_lr_width_ref=0)
+    with pytest.raises(ValueError, match="pass gate_lr"):
+        param_groups(model, gate_lr_width_ref=384)
+
+
+def _first_step_change_of_z(dim: int, width_ref: int | None) -> float:
+    """RMS change of the gate pre-activation z = g(x) after one AdamW step (unit-scale x)."""
+    torch.manual_seed(0)
+    gate = VectorGate(dim)
+    x = torch.randn(1, dim)
+    opt = torch.optim.AdamW(param_groups(gate, gate_lr=1e-3, gate_lr_width_ref=width_ref))
+    (gate.pre_activation(x) * torch.randn(1, dim)).sum().backward()
+    opt.step()
+    with torch.no_grad():
+        return float(gate.pre_activation(x).pow(2).mean().sqrt())
+
+
+def test_width_aware_gate_lr_makes_the_first_update_of_z_width_independent():
+    """Adam moves each weight by ~lr, so z = W x moves ~lr * d: 1/d scaling removes the d."""
+    plain = _first_step_change_of_z(1536, None) / _first_step_change_of_z(384, None)
+    scaled = _first_step_change_of_z(1536, 384) / _first_step_change_of_z(384, 384)
+    assert plain == pytest.approx(4.0, rel=0.25)
+    assert scaled == pytest.approx(1.0, rel=0.25)
+
+
+def test_make_gate_adapter_trains_gates_and_head_and_saves_both(tmp_path):
+    model = make_gate_adapter(_patched_classifier_unpatched(), rank=4)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert {"classifier.weight", "classifier.bias"} <= trainable
+    assert all(".gate." in n or n.startswith("classifier.") for n in trainable)
+    assert patch_state(model).modules_to_save == ("classifier",)
+    opt = torch.optim.AdamW(param_groups(model, lr=1e-2))
+    ids = torch.randint(0, 128, (4, 6))
+    for _ in range(3):
+        model(input_ids=ids, labels=torch.tensor([0, 1, 0, 1])).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+    expected = model(input_ids=ids).logits
+    save_gates(model, tmp_path)
+    fresh = _patched_classifier_unpatched()  # same seed: same backbone, untrained head
+    assert not torch.equal(fresh.eval()(input_ids=ids).logits, expected)
+    load_gates(fresh, tmp_path)
+    assert torch.equal(fresh.eval()(input_ids=ids).logits, expected)  # gates and head restored
+
+
+def test_make_gate_adapter_errors():
+    model = _patched_classifier()
+    with pytest.raises(ValueError, match="already patched"):
+        make_gate_adapter(model, rank=4)
+    with pytest.raises(ValueError, match="no module named"):
+        make_gate_adapter(model, modules_to_save=("lm_head",))
+
+
+def _patched_classifier_unpatched():
+    torch.manual_seed(0)
+    return transformers.BertForSequenceClassification(CONFIG)

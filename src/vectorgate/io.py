@@ -3,7 +3,8 @@
 A gate directory holds two files:
 
 - ``gates.safetensors``: every gate parameter, keyed by its qualified name in the model
-  (e.g. ``bert.encoder.layer.0.output.gate.curvature``).
+  (e.g. ``bert.encoder.layer.0.output.gate.curvature``), plus the parameters of any
+  ``modules_to_save`` (e.g. the classifier head a gate-only adapter trained).
 - ``vectorgate_config.json``: what :func:`vectorgate.patch` was called with (family,
   variant, sites, layers, gate kwargs), the gate dimensions, the model class and the
   library version, so :func:`load_gates` can re-patch a fresh base model and refuse a
@@ -18,13 +19,13 @@ import json
 import os
 import pathlib
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from vectorgate.patching import gates, patch, patch_state, unpatch
+from vectorgate.patching import _matches, gates, patch, patch_state, unpatch
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "load_gates", "read_gate_config", "save_gates"]
 
@@ -75,19 +76,32 @@ def _jsonable_kwargs(gate_kwargs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _restore_kwargs(gate_kwargs: dict[str, Any]) -> dict[str, Any]:
-    out = dict(gate_kwargs)
+def _restore_kwargs(config: dict[str, Any]) -> dict[str, Any]:
+    """The gate kwargs to re-patch with, as the saving version meant them.
+
+    vectorgate 0.1 had one init (random g, c = 0); 0.2 made ``init="zero_output"`` the
+    default. A 0.1 file names no init, so it gets 0.1's (its saved ``init_curvature=0.0``
+    would be refused by the new default, and the gates must be built as they were saved).
+    """
+    out = dict(config["gate_kwargs"])
     if isinstance(out.get("dtype"), str):
         out["dtype"] = getattr(torch, out["dtype"])
+    if str(config.get("vectorgate_version", "0.1.0")).startswith("0.1.") and config.get("variant", "").startswith("vectorgate"):
+        out.setdefault("init", "random")
     return out
 
 
-def save_gates(model: nn.Module, directory: str | os.PathLike) -> pathlib.Path:
+def save_gates(
+    model: nn.Module, directory: str | os.PathLike, *, modules_to_save: Sequence[str] | None = None
+) -> pathlib.Path:
     """Write the gates of a model patched by :func:`vectorgate.patch` to ``directory``.
 
     Args:
         model: the patched model.
         directory: created if missing; existing gate files in it are replaced.
+        modules_to_save: names of other modules whose parameters are saved with the gates
+            (matched against parameter-name components, e.g. ``"classifier"``); by default
+            those :func:`vectorgate.make_gate_adapter` left trainable, else none.
 
     Returns:
         The directory, as a ``pathlib.Path``.
@@ -107,6 +121,10 @@ def save_gates(model: nn.Module, directory: str | os.PathLike) -> pathlib.Path:
     for name, gate in gates(model):
         for p_name, p in gate.state_dict().items():
             tensors[f"{name}.{p_name}"] = p.detach().to("cpu").contiguous()
+    if modules_to_save is None:
+        modules_to_save = state.modules_to_save
+    extra = _extra_parameters(model, modules_to_save)
+    tensors.update({k: v.detach().to("cpu").contiguous() for k, v in extra.items()})
     config = {
         "format_version": FORMAT_VERSION,
         "vectorgate_version": __version__,
@@ -119,6 +137,8 @@ def save_gates(model: nn.Module, directory: str | os.PathLike) -> pathlib.Path:
         "dims": state.dims,
         "model_class": type(model).__name__,
         "num_parameters": sum(t.numel() for t in tensors.values()),
+        "modules_to_save": list(modules_to_save),
+        "extra_tensors": sorted(extra),
     }
     _atomic_write(directory / WEIGHTS_NAME, lambda tmp: st.save_file(tensors, tmp, metadata={"format": "pt"}))
     _atomic_write(
@@ -126,6 +146,20 @@ def save_gates(model: nn.Module, directory: str | os.PathLike) -> pathlib.Path:
         lambda tmp: pathlib.Path(tmp).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n"),
     )
     return directory
+
+
+def _extra_parameters(model: nn.Module, modules: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Parameters of ``model`` inside modules named ``modules`` (not gates); each name must match."""
+    if isinstance(modules, str):
+        modules = (modules,)
+    gate_params = {f"{n}.{k}" for n, g in gates(model) for k, _ in g.named_parameters()}
+    out: dict[str, torch.Tensor] = {}
+    for module in modules:
+        found = {n: p for n, p in model.named_parameters() if n not in gate_params and _matches(n, module)}
+        if not found:
+            raise ValueError(f"modules_to_save: {type(model).__name__} has no parameter inside a module named {module!r}")
+        out.update(found)
+    return out
 
 
 def read_gate_config(directory: str | os.PathLike) -> dict[str, Any]:
@@ -185,7 +219,7 @@ def load_gates(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
             layers=config["layers"],
             variant=config["variant"],
             family=config["family"],
-            **_restore_kwargs(config["gate_kwargs"]),
+            **_restore_kwargs(config),
         )
         state = patch_state(model)
     try:
@@ -207,6 +241,13 @@ def load_gates(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
                 f"{type(model).__name__}: gate -> (saved dim, model dim): {diff}"
             )
         expected = {f"{n}.{k}": v for n, g in gates(model) for k, v in g.state_dict().items()}
+        extra_names = config.get("extra_tensors", [])
+        params = dict(model.named_parameters())
+        absent = [k for k in extra_names if k not in params]
+        if absent:
+            raise ValueError(f"{directory} holds {absent[:5]} (saved with modules_to_save), which "
+                             f"{type(model).__name__} does not have")
+        expected.update({k: params[k] for k in extra_names})
         missing = sorted(set(expected) - set(tensors))
         unexpected = sorted(set(tensors) - set(expected))
         bad_shape = [k for k in expected.keys() & tensors.keys() if expected[k].shape != tensors[k].shape]

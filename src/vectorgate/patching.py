@@ -49,6 +49,7 @@ __all__ = [
     "find_family",
     "gates",
     "is_patched",
+    "make_gate_adapter",
     "mark_only_gates_trainable",
     "param_groups",
     "patch",
@@ -314,6 +315,8 @@ class PatchState:
     dims: dict[str, int] = field(default_factory=dict)
     """Qualified gate module name -> feature dimension."""
     changes: list[Change] = field(default_factory=list, repr=False)
+    modules_to_save: tuple[str, ...] = ()
+    """Non-gate modules trained with the gates (set by :func:`make_gate_adapter`); saved with them."""
 
 
 def patch_state(model: nn.Module) -> PatchState | None:
@@ -364,8 +367,9 @@ def patch(
 ) -> nn.Module:
     """Gate the residual connections of ``model`` in place, keeping every pretrained weight.
 
-    With the default init (curvature 0) the patched model's outputs equal the original's
-    bit for bit, until training moves the gates.
+    With the default gate (``init="zero_output"``: g's output zero, c = 1) the patched
+    model's outputs equal the original's bit for bit, and every gate projection gets a
+    gradient from the first step.
 
     Args:
         model: a supported model, base model or task head (e.g. ``BertModel``,
@@ -374,7 +378,7 @@ def patch(
         layers: indices of the layers to gate (negative counts from the end); all by default.
         variant: residual variant, built with :func:`vectorgate.variants.build_gate`.
         family: force a family by name (only needed if several recognise the model).
-        **gate_kwargs: passed to the gate (``rank``, ``curvature``, ``init_curvature``, ...).
+        **gate_kwargs: passed to the gate (``rank``, ``curvature``, ``init``, ``init_curvature``, ...).
             Gates are created on each layer's device and in its parameter dtype.
 
     Returns:
@@ -545,13 +549,60 @@ def mark_only_gates_trainable(model: nn.Module, extra: Sequence[str] = ("classif
     return trainable
 
 
+def make_gate_adapter(
+    model: nn.Module, *, modules_to_save: Sequence[str] = ("classifier",), **patch_kwargs: Any
+) -> nn.Module:
+    """Gate-only adaptation in one call: gate ``model`` and freeze everything else.
+
+    Patches ``model`` (unless it is patched already), then leaves trainable only the gates
+    and the modules named in ``modules_to_save`` (e.g. a new classifier head), PEFT-style.
+    :func:`vectorgate.save_gates` then saves exactly what trained (gates + those modules)
+    and :func:`vectorgate.load_gates` puts it back onto a fresh base model::
+
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+        vectorgate.make_gate_adapter(model)                 # 1.78M trainable of 24.5M (MiniLM)
+        opt = torch.optim.AdamW(vectorgate.param_groups(model, lr=2e-3))
+        ...                                                 # train
+        vectorgate.save_gates(model, "adapter/")            # gates + classifier
+
+    Args:
+        model: a supported model (see :func:`patch`), patched or not.
+        modules_to_save: non-gate modules that train too, matched by name component.
+        **patch_kwargs: passed to :func:`patch` (``sites``, ``layers``, ``rank``, ...);
+            only when the model is not patched yet.
+
+    Returns:
+        ``model``, patched, with only the adapter trainable.
+
+    Raises:
+        ValueError: ``patch_kwargs`` given for an already patched model, or a name in
+            ``modules_to_save`` that matches no parameter.
+    """
+    if isinstance(modules_to_save, str):
+        modules_to_save = (modules_to_save,)
+    if is_patched(model):
+        if patch_kwargs:
+            raise ValueError(f"{type(model).__name__} is already patched; patch options {sorted(patch_kwargs)} "
+                             "would be ignored. Pass them only for an unpatched model.")
+    else:
+        patch(model, **patch_kwargs)
+    names = [n for n, _ in model.named_parameters()]
+    missing = [m for m in modules_to_save if not any(_matches(n, m) for n in names)]
+    if missing:
+        raise ValueError(f"modules_to_save: {type(model).__name__} has no module named {missing}")
+    mark_only_gates_trainable(model, extra=tuple(modules_to_save))
+    patch_state(model).modules_to_save = tuple(modules_to_save)
+    return model
+
+
 def param_groups(
     model: nn.Module,
     *,
     weight_decay: float = 0.01,
     lr: float | None = None,
     gate_lr: float | None = None,
-    gate_weight_decay: float | None = None,
+    gate_weight_decay: float | None = 0.0,
+    gate_lr_width_ref: int | None = None,
 ) -> list[dict[str, Any]]:
     """Optimizer parameter groups: weight decay only on matrices, gates on their own lr.
 
@@ -565,30 +616,54 @@ def param_groups(
         weight_decay: decay of the backbone's matrices.
         lr: backbone learning rate (omitted from the groups when None: the optimizer's default).
         gate_lr: learning rate of the gates (defaults to ``lr``).
-        gate_weight_decay: decay of the gates' matrices (defaults to ``weight_decay``).
+        gate_weight_decay: decay of the gates' matrices; default 0 (the gates start at the
+            identity, and decay would only pull them back there). ``None``: ``weight_decay``.
+        gate_lr_width_ref: width-aware gate learning rate. When set, ``gate_lr`` is the
+            rate of a gate of width ``gate_lr_width_ref`` and the matrices of a gate of
+            width d train at ``gate_lr * gate_lr_width_ref / d`` (vectors such as c and
+            biases keep ``gate_lr``). Why: under Adam every weight moves by about the lr per
+            step, so the change of z = W x grows with the d inputs it sums; scaling by 1/d
+            (as muP does for hidden matrices) keeps the per-step change of the gate
+            pre-activation the same at d = 384 and d = 4096. Our measurements tuned
+            ``gate_lr`` at MiniLM's d = 384, so 384 is the reference to use with them.
 
     Returns:
-        Up to four groups (empty ones dropped), each ``{"params", "weight_decay", ["lr"],
-        "name"}``; pass them to ``torch.optim.AdamW``.
+        Groups (empty ones dropped), each ``{"params", "weight_decay", ["lr"], "name"}``: the
+        backbone's and the gates' matrices and vectors (the gates' matrices once per width
+        when ``gate_lr_width_ref`` is set); pass them to ``torch.optim.AdamW``.
+
+    Raises:
+        ValueError: no trainable parameter, or ``gate_lr_width_ref`` set without a gate lr
+            (neither ``gate_lr`` nor ``lr``) or not a positive int.
     """
-    gate_params = _gate_param_names(model)
-    buckets: dict[tuple[bool, bool], list[nn.Parameter]] = {
-        (g, d): [] for g in (False, True) for d in (True, False)
+    gate_lr = gate_lr if gate_lr is not None else lr
+    if gate_lr_width_ref is not None:
+        if isinstance(gate_lr_width_ref, bool) or not isinstance(gate_lr_width_ref, int) or gate_lr_width_ref < 1:
+            raise ValueError(f"gate_lr_width_ref must be None or a positive int, got {gate_lr_width_ref!r}")
+        if gate_lr is None:
+            raise ValueError("gate_lr_width_ref scales the gate learning rate: pass gate_lr (or lr)")
+    gate_dims = {
+        f"{name}.{p_name}" if name else p_name: getattr(gate, "dim", None)
+        for name, gate in gates(model)
+        for p_name, _ in gate.named_parameters()
     }
+    # (is_gate, decay, width the lr is scaled for or None) -> parameters
+    buckets: dict[tuple[bool, bool, int | None], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
-        if p.requires_grad:
-            buckets[(name in gate_params, p.dim() >= 2)].append(p)
-    groups = []
-    for (is_gate, decay), params in buckets.items():
-        if not params:
+        if not p.requires_grad:
             continue
-        wd = (gate_weight_decay if gate_weight_decay is not None else weight_decay) if is_gate else weight_decay
-        group: dict[str, Any] = {
-            "params": params,
-            "weight_decay": wd if decay else 0.0,
-            "name": f"{'gates' if is_gate else 'backbone'}/{'decay' if decay else 'no_decay'}",
-        }
-        group_lr = (gate_lr if gate_lr is not None else lr) if is_gate else lr
+        is_gate, decay = name in gate_dims, p.dim() >= 2
+        width = gate_dims.get(name) if is_gate and decay and gate_lr_width_ref is not None else None
+        buckets.setdefault((is_gate, decay, width), []).append(p)
+    groups = []
+    for (is_gate, decay, width), params in sorted(buckets.items(), key=lambda kv: (kv[0][0], not kv[0][1], kv[0][2] or 0)):
+        wd = (weight_decay if gate_weight_decay is None else gate_weight_decay) if is_gate else weight_decay
+        label = f"{'gates' if is_gate else 'backbone'}/{'decay' if decay else 'no_decay'}"
+        group: dict[str, Any] = {"params": params, "weight_decay": wd if decay else 0.0, "name": label}
+        group_lr = gate_lr if is_gate else lr
+        if width is not None:
+            group_lr = gate_lr * gate_lr_width_ref / width
+            group["name"] = f"{label}/d={width}"
         if group_lr is not None:
             group["lr"] = group_lr
         groups.append(group)
