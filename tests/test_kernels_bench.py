@@ -48,13 +48,18 @@ def test_quick_model_rows(quick: dict, capsys) -> None:
     rows = result["rows"]
     assert result["size"] == "tiny"
     assert [(r["variant"], r["mode"]) for r in rows] == [
-        ("plain", "eager"), ("naive", "eager"), ("vectorgate", "eager"), ("vectorgate_r8", "eager")
+        ("plain", "eager"), ("naive", "eager"), ("vectorgate", "eager"), ("vectorgate_stacked", "eager"),
+        ("vectorgate_r8", "eager"),
     ]
     by = {r["variant"]: r for r in rows}
     assert by["plain"]["step_vs_plain"] == 1.0 and by["plain"]["flop_vs_plain"] == 1.0
     # Gates add parameters and saved activations; the fused op saves less than the naive one.
     assert by["naive"]["params_m"] == by["vectorgate"]["params_m"] > by["vectorgate_r8"]["params_m"]
     assert by["vectorgate_r8"]["params_m"] > by["plain"]["params_m"]
+    # Stacking changes how the GEMMs are grouped, not their FLOPs or the parameters.
+    assert by["vectorgate_stacked"]["gflop"] == pytest.approx(by["vectorgate"]["gflop"])
+    assert by["vectorgate_stacked"]["params_m"] == by["vectorgate"]["params_m"]
+    assert by["vectorgate_stacked"]["stacked"] and not by["vectorgate"]["stacked"]
     assert by["vectorgate"]["saved_mib"] < by["naive"]["saved_mib"]
     assert by["plain"]["saved_mib"] < by["vectorgate"]["saved_mib"]
     # FLOPs are counted, not assumed: two d x d GEMMs per gate (x3 for forward+backward).

@@ -6,7 +6,10 @@ of every layer gated through :func:`vectorgate.patch` with the default gate:
 
 - ``naive``: :class:`vectorgate.bench.naive.NaiveVectorGate` (the hand-written formula);
 - ``vectorgate``: the fused op, full-rank g;
-- ``vectorgate_r<k>``: the fused op, rank-``k`` g (``d -> k -> d``).
+- ``vectorgate_r<k>``: the fused op, rank-``k`` g (``d -> k -> d``);
+- ``..._stacked``: the same with each gate's first projection computed in one GEMM with the
+  branch's first projection (Q, intermediate dense), see
+  :func:`vectorgate.integrations.transformers.modules.stack_gate_projections`.
 
 Each variant runs eager and under ``torch.compile``; all are timed in interleaved rounds in
 one process and reported as ratios to the plain model in the same mode, next to the ratio
@@ -36,13 +39,27 @@ from vectorgate.bench.timing import env, interleaved_medians, saved_for_backward
 VARIANTS = ("plain", "naive", "vectorgate")
 
 
+def parse_variant(variant: str) -> tuple[str, int | None, bool]:
+    """(base variant, gate rank or None for full rank, stacked) of a variant name.
+
+    ``vectorgate_r64`` -> ("vectorgate", 64, False); ``vectorgate_stacked`` ->
+    ("vectorgate", None, True): the gate projections stacked with Q and the intermediate
+    dense (:func:`vectorgate.integrations.transformers.modules.stack_gate_projections`).
+    """
+    name, stacked = (variant.removesuffix("_stacked"), True) if variant.endswith("_stacked") else (variant, False)
+    rank = None
+    if name.startswith("vectorgate_r") and name[len("vectorgate_r"):].isdigit():
+        name, rank = "vectorgate", int(name[len("vectorgate_r"):])
+    if name not in VARIANTS or (stacked and name == "plain"):
+        raise ValueError(
+            f"variant must be one of {VARIANTS}, vectorgate_r<rank>, optionally + _stacked, got {variant!r}"
+        )
+    return name, rank, stacked
+
+
 def rank_of(variant: str) -> int | None:
     """The gate rank a variant name asks for (``vectorgate_r64`` -> 64), None for full rank."""
-    if variant.startswith("vectorgate_r") and variant[len("vectorgate_r"):].isdigit():
-        return int(variant[len("vectorgate_r"):])
-    if variant in VARIANTS:
-        return None
-    raise ValueError(f"variant must be one of {VARIANTS} or vectorgate_r<rank>, got {variant!r}")
+    return parse_variant(variant)[1]
 
 
 @dataclass
@@ -98,10 +115,15 @@ def _bert(cfg: ModelBenchConfig, variant: str, device: torch.device) -> nn.Modul
             add_pooling_layer=False,
         )
     kwargs = _gate_kwargs(cfg, variant)
-    if variant == "naive":
+    name, _, stacked = parse_variant(variant)
+    if name == "naive":
         vectorgate.patch(model, variant=ensure_registered(), **kwargs)
-    elif variant != "plain":
+    elif name != "plain":
         vectorgate.patch(model, **kwargs)
+    if stacked:
+        from vectorgate.integrations.transformers.modules import stack_gate_projections
+
+        stack_gate_projections(model)
     return model.to(device).train()
 
 
@@ -233,7 +255,8 @@ def run_model_bench(cfg: ModelBenchConfig, progress: Callable[[str], None] | Non
             saved = saved_for_backward(trainer.loss, trainer.ids, ())
             peak = trainer.peak_bytes()
         rows.append({
-            "model": cfg.name, "variant": variant, "rank": rank_of(variant), "mode": mode,
+            "model": cfg.name, "variant": variant, "rank": rank_of(variant),
+            "stacked": parse_variant(variant)[2], "mode": mode,
             "step_ms": ms[variant, mode], "first_step_s": first[variant, mode],
             "saved_mib": saved.total_bytes / 2**20, "peak_gib": peak / 2**30,
             "params_m": sum(p.numel() for p in trainer.model.parameters()) / 1e6,

@@ -33,8 +33,8 @@ CPU_BATCH = {"base": (2, 128), "minilm": (4, 128)}
 #: it costs little time); on a GPU every size runs all four.
 SIZE_VARIANTS = {
     "small": ("plain", "naive", "vectorgate", "vectorgate_r{rank}"),
-    "tiny": ("plain", "naive", "vectorgate", "vectorgate_r{rank}"),
-    "base": ("plain", "vectorgate", "vectorgate_r{rank}"),
+    "tiny": ("plain", "naive", "vectorgate", "vectorgate_stacked", "vectorgate_r{rank}"),
+    "base": ("plain", "vectorgate", "vectorgate_stacked", "vectorgate_r{rank}"),
     "minilm": ("plain", "vectorgate", "vectorgate_r{rank}"),
 }
 DEFAULT_SIZES = {"cuda": "base,minilm", "cpu": "small,base,minilm", "quick": "tiny"}
