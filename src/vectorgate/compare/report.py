@@ -84,13 +84,19 @@ def _p(p: float) -> str:
     return "n/a" if math.isnan(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
 
 
+#: Fewer paired seeds than this make no claim, whatever the test says (STYLE: >= 5 seeds).
+MIN_SEEDS_FOR_A_CLAIM = 5
+
+
 def _verdict(result: PairedResult, higher_is_better: bool) -> str:
     if result.n < 2:
         return "too few seeds"
     if not result.significant():
         return "no difference measured"
-    better = (result.diff > 0) == higher_is_better
-    return "**better**" if better else "**worse**"
+    direction = "better" if (result.diff > 0) == higher_is_better else "worse"
+    if result.n < MIN_SEEDS_FOR_A_CLAIM:
+        return f"{direction} at p<0.05 on {result.n} seeds: too few for a claim"
+    return f"**{direction}**"
 
 
 def _comparison_cell(row: dict[str, Any], ref: dict[str, Any] | None) -> str:
@@ -142,8 +148,9 @@ def write_markdown(
         "and starting weights, so arms are compared paired, seed by seed)",
         "- Statistics: mean ± half-width of the 95% t interval over seeds; comparisons are paired differences "
         "(this arm minus the reference) with their 95% interval and a two-sided paired t-test; \"no difference "
-        "measured\" where it does not reject at 5%. McNemar: exact test on the held-out examples only one of the "
-        "two arms got right, pooled over the shared seeds.",
+        f"measured\" where it does not reject at 5%, and no claim from fewer than {MIN_SEEDS_FOR_A_CLAIM} seeds. "
+        "No correction for the number of arms compared. McNemar: exact test on the held-out examples only one "
+        "of the two arms got right, pooled over the shared seeds.",
         "",
     ]
     failed = [r for r in runs if "error" in r]
