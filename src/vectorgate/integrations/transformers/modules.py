@@ -118,6 +118,8 @@ class _GatedPostLNOutput(nn.Module):
         f_x = self.dropout(self.dense(hidden_states))
         link: _GateLink | None = getattr(self, "_stacked", None)  # set by stack_gate_projections
         z = None if link is None else link.take(input_tensor)
+        if z is None:  # the usual path; other gate variants take no z
+            return self.LayerNorm(self.gate.residual(input_tensor, f_x))
         return self.LayerNorm(self.gate.residual(input_tensor, f_x, z))
 
 
