@@ -73,3 +73,11 @@ def test_report_writes_intervals_paired_tests_and_no_difference(tmp_path):
     assert "**better**" in rows["better"] and "McNemar 5/0" in rows["better"]
     assert "no difference measured" in rows["same"]
     assert "(z)" not in text and "95% CI" in text
+
+
+def test_report_lists_a_seed_by_seed_sweep_once(tmp_path):
+    runs = [{**_run("plain", k, 0.7, "1"), "command": f"vectorgate compare --tasks t --seeds {k + 1} --output-dir o"}
+            for k in range(3)]
+    text = write_markdown(runs, tmp_path / "r.md", command="report")
+    made_by = [line for line in text.splitlines() if line.startswith("- Runs made by")]
+    assert made_by == ["- Runs made by: `vectorgate compare --tasks t --seeds 3 --output-dir o`"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import pathlib
+import re
 import statistics
 from collections.abc import Sequence
 from typing import Any
@@ -74,6 +75,22 @@ def compare_arms(row: dict[str, Any], reference: dict[str, Any]) -> dict[str, An
         if len(a) == len(b):
             mc = mcnemar_exact(a, b)
     return {"paired": paired, "mcnemar": mc}
+
+
+def _commands(runs: Sequence[dict[str, Any]]) -> list[str]:
+    """The commands that made the runs, in first-seen order; a sweep that ran one seed at a
+    time (``--seeds 1``, ``--seeds 2``, ...) is listed once, with its largest ``--seeds``."""
+    largest: dict[str, tuple[int, str]] = {}
+    for r in runs:
+        command = r.get("command")
+        if not command:
+            continue
+        match = re.search(r"--seeds (\d+)", command)
+        key = re.sub(r"--seeds \d+", "--seeds N", command)
+        n = int(match.group(1)) if match else 0
+        if key not in largest or n > largest[key][0]:
+            largest[key] = (n, command)
+    return [command for _, command in largest.values()]
 
 
 def _fmt(x: float | None, digits: int = 4) -> str:
@@ -139,8 +156,7 @@ def write_markdown(
         "",
         f"- Report written by: `{command}`",
     ]
-    made_by = list(dict.fromkeys(r["command"] for r in runs if r.get("command")))
-    lines += [f"- Runs made by: `{c}`" for c in made_by]
+    lines += [f"- Runs made by: `{c}`" for c in _commands(runs)]
     lines += [
         f"- Machine: {machine}",
         *([f"- Note: {note}"] if note else []),
