@@ -128,7 +128,9 @@ class GatedStack(nn.Module):
         self.context = cfg.context
         self.vocab = vocab
         self.embed = nn.Embedding(vocab * cfg.context, cfg.dim)
-        gate_kwargs = {"init_curvature": cfg.init_curvature, "max_curvature": cfg.max_curvature}
+        # The stress grid is about c itself (random g, c = c0: vectorgate 0.1's init), so that
+        # c0 sets how far from the identity the gates start.
+        gate_kwargs = {"init": "random", "init_curvature": cfg.init_curvature, "max_curvature": cfg.max_curvature}
         self.blocks = nn.ModuleList(
             GatedResidual(
                 nn.Sequential(
