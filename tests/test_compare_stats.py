@@ -81,3 +81,16 @@ def test_report_lists_a_seed_by_seed_sweep_once(tmp_path):
     text = write_markdown(runs, tmp_path / "r.md", command="report")
     made_by = [line for line in text.splitlines() if line.startswith("- Runs made by")]
     assert made_by == ["- Runs made by: `vectorgate compare --tasks t --seeds 3 --output-dir o`"]
+
+
+def test_cli_report_compares_with_the_named_references(tmp_path):
+    import json
+
+    from vectorgate.cli import main
+
+    runs = [_run(v, k, 0.7 + 0.01 * k + (0.02 if v == "b" else 0.0), "10") for k in range(5) for v in ("a", "b")]
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in runs))
+    assert main(["compare", "--report-only", "--output-dir", str(tmp_path), "--references", "a"]) == 0
+    text = (tmp_path / "results.md").read_text()
+    assert "| vs a |" in text and "vs plain" not in text
+    assert "+0.0200 ± 0.0000, p=<0.001: **better**" in text

@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the table and plots from the runs in OUTPUT_DIR")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--references", nargs="+", default=None,
+                        help="arms every other arm is compared with, where a task ran them "
+                             "(default: plain and lora[r=8])")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     plots = write_plots(runs, out)
     markdown = pathlib.Path(args.markdown) if args.markdown else out / "results.md"
     markdown.parent.mkdir(parents=True, exist_ok=True)
-    write_markdown(runs, markdown, command=command, plots=plots, note=args.note)
+    refs = {} if args.references is None else {"references": args.references}
+    write_markdown(runs, markdown, command=command, plots=plots, note=args.note, **refs)
     failed = [r for r in runs if "error" in r]
     print(f"{len(runs)} runs in {out}; table: {markdown}")
     if failed:
