@@ -24,8 +24,12 @@ ds/dz = c * sech^2(z) and ds/dc = tanh(z):
 
 Any init that is the exact identity must leave, in every channel, either c or g's row
 without a step-0 gradient (s_i = c_i tanh(z_i) = 0 needs c_i = 0 or z_i = 0).
-The evidence for the default is in ``docs/results.md`` (gate-only and full fine-tuning of
-the pretrained MiniLM on two text tasks).
+Evidence for the default (``docs/results.md``: pretrained MiniLM, 5 paired seeds, 95%
+intervals): gate-only on Rotten Tomatoes, ``"zero_output"`` reached 0.749 +- 0.016 accuracy
+where ``"random"`` stayed at the majority class (0.576) on every seed; in full fine-tuning at
+the backbone's lr it was level with the plain model on both text tasks (no difference
+measured). A 3-seed screen hints that c = 0.5 may suit gate-only adaptation better than
+c = 1 and that c = 2 does worse; not enough seeds to move the default.
 """
 
 from __future__ import annotations

@@ -36,14 +36,16 @@ PRESETS: dict[str, Preset] = {
         "default",
         {},
         "VectorGate's default since 0.2 (init='zero_output': g's output zero, c = 1): bit-exact "
-        "identity at init and g trains from step 0. Evidence: docs/results.md (gate-only and full "
-        "fine-tuning of the pretrained MiniLM on Rotten Tomatoes and SMS spam, 5 paired seeds).",
+        "identity at init and g trains from step 0. Evidence: docs/results.md (MiniLM, 5 paired "
+        "seeds): gate-only on Rotten Tomatoes 0.749 +- 0.016 vs 0.576 (majority class) for v0.1's "
+        "init; full fine-tuning level with plain on Rotten Tomatoes and SMS spam.",
     ),
     "v0.1": Preset(
         "v0.1",
         {"init": "random"},
         "vectorgate 0.1's default (random g, c = 0): also the identity at init, but g gets no "
-        "gradient until c leaves 0; kept to reproduce 0.1 results (docs/results.md compares it).",
+        "gradient until c leaves 0; gate-only it never left the majority class (docs/results.md). "
+        "Kept to reproduce 0.1 results.",
     ),
     "from_scratch": Preset(
         "from_scratch",
