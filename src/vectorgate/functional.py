@@ -92,17 +92,14 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.delta = delta
 
 
+def _needed(ctx, grads: tuple[Tensor, ...]) -> tuple[Tensor | None, ...]:
+    """(dx, df_x, dz, dc) where autograd asked for them, then None for ``delta``."""
+    return (*(g if need else None for g, need in zip(grads, ctx.needs_input_grad[:4], strict=True)), None)
+
+
 def _backward(ctx, grad_y: Tensor, _grad_a: Tensor | None):
     x, f_x, z, c, a = ctx.saved_tensors
-    dx, df, dz, dc = _exp_gated_residual_backward_op(grad_y, x, f_x, z, c, a, ctx.delta)
-    needs = ctx.needs_input_grad
-    return (
-        dx if needs[0] else None,
-        df if needs[1] else None,
-        dz if needs[2] else None,
-        dc if needs[3] else None,
-        None,
-    )
+    return _needed(ctx, _exp_gated_residual_backward_op(grad_y, x, f_x, z, c, a, ctx.delta))
 
 
 _exp_gated_residual_op.register_autograd(_backward, setup_context=_setup_context)
@@ -128,15 +125,7 @@ class _ExpGatedResidual(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y: Tensor):
         x, f_x, z, c, a = ctx.saved_tensors
-        dx, df, dz, dc = dispatch.backward(grad_y, x, f_x, z, c, a, ctx.delta)
-        needs = ctx.needs_input_grad
-        return (
-            dx if needs[0] else None,
-            df if needs[1] else None,
-            dz if needs[2] else None,
-            dc if needs[3] else None,
-            None,
-        )
+        return _needed(ctx, dispatch.backward(grad_y, x, f_x, z, c, a, ctx.delta))
 
 
 def exp_gated_residual(
