@@ -21,6 +21,7 @@ EXPECTED_PARAMS = {
     "rezero": 1,
     "layerscale": DIM,
     "gateskip": DIM * DIM + DIM,
+    "mod_router": DIM + 1,
 }
 
 

@@ -5,7 +5,7 @@
 
 from typing import Any
 
-from vectorgate import distributed, inspect, stability, variants
+from vectorgate import distributed, inspect, skip, stability, variants
 from vectorgate.base import ResidualGate
 from vectorgate.functional import exp_gated_residual, gated_residual
 from vectorgate.gate import GateOutput, VectorGate
@@ -22,6 +22,7 @@ from vectorgate.patching import (
     unpatch,
 )
 from vectorgate.residual import GatedResidual
+from vectorgate.skip import SkipBudget, calibrate_skipping, disable_skipping, enable_skipping
 from vectorgate.stability import NonFiniteError, UnstableGateWarning, check_gates
 
 __version__ = "0.2.0"
@@ -50,11 +51,15 @@ __all__ = [
     "GatedResidual",
     "NonFiniteError",
     "ResidualGate",
+    "SkipBudget",
     "UnstableGateWarning",
     "VectorGate",
     "__version__",
+    "calibrate_skipping",
     "check_gates",
+    "disable_skipping",
     "distributed",
+    "enable_skipping",
     "exp_gated_residual",
     "gated_residual",
     "gates",
@@ -67,6 +72,7 @@ __all__ = [
     "patch",
     "reset_gates",
     "save_gates",
+    "skip",
     "stability",
     "unpatch",
     "variants",

@@ -195,6 +195,8 @@ class VectorGate(ResidualGate):
             if p.device.type != "meta":
                 p._is_hf_initialized = True
 
+    can_skip = True
+
     @property
     def num_parameters(self) -> int:
         """Number of learnable parameters (``d^2 + 2d`` for the default full-rank vector gate)."""
@@ -227,6 +229,16 @@ class VectorGate(ResidualGate):
             s=s.to(out_dtype),
         )
 
+    def skip_score(self, z: Tensor) -> Tensor:
+        """Mean branch gate per token, ``mean_d beta = mean_d exp(-c tanh z)``, float32 ``(...,)``.
+
+        A token whose score is low passes its branch through a nearly closed gate; skipping
+        the branch there changes y by ``beta * f(x)`` only (see :mod:`vectorgate.skip`).
+        """
+        c = self.effective_curvature()
+        acc = compute_dtype(z, c)
+        return torch.exp(-c.to(acc) * torch.tanh(z.to(acc))).mean(-1).float()
+
     def forward(self, x: Tensor) -> GateOutput:
         """Gates for x.
 
@@ -251,6 +263,7 @@ class VectorGate(ResidualGate):
         """
         if z is None:
             z = self.pre_activation(x)
+        f_x = self._budgeted(z, f_x)
         return exp_gated_residual(x, f_x, z, self.effective_curvature())
 
     def residual_delta(self, x: Tensor, f_x: Tensor, z: Tensor | None = None) -> Tensor:
@@ -261,6 +274,7 @@ class VectorGate(ResidualGate):
         """
         if z is None:
             z = self.pre_activation(x)
+        f_x = self._budgeted(z, f_x)
         return exp_gated_residual(x, f_x, z, self.effective_curvature(), delta=True)
 
     def extra_repr(self) -> str:

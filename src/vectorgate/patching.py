@@ -45,6 +45,7 @@ __all__ = [
     "GateBranchOutput",
     "PatchState",
     "ReplaceModule",
+    "SetAttribute",
     "count_parameters",
     "find_family",
     "gates",
@@ -117,6 +118,26 @@ class AddModule(Change):
         delattr(self.parent, self.name)
 
 
+class SetAttribute(Change):
+    """Set an instance attribute (e.g. a ``forward`` override) and restore what was there on revert."""
+
+    _MISSING = object()
+
+    def __init__(self, obj: Any, name: str, value: Any) -> None:
+        self.obj, self.name, self.value = obj, name, value
+        self.old = self._MISSING
+
+    def apply(self) -> None:
+        self.old = self.obj.__dict__.get(self.name, self._MISSING)
+        self.obj.__dict__[self.name] = self.value
+
+    def revert(self) -> None:
+        if self.old is self._MISSING:
+            self.obj.__dict__.pop(self.name, None)
+        else:
+            self.obj.__dict__[self.name] = self.old
+
+
 def _first_tensor_input(args: tuple, kwargs: dict[str, Any], module: nn.Module) -> Tensor:
     """The residual stream passed to a norm or branch: its first positional argument or
     ``hidden_states=``."""
@@ -141,6 +162,13 @@ class _DeltaHooks:
     def __init__(self, gate: ResidualGate) -> None:
         self.gate = gate
         self.x: Tensor | None = None
+        self.z_source: Any = None
+        """Set while token skipping is on: ``z_source(x)`` returns the z the skip decision
+        already computed from this x (or None), so the gate does not project x twice."""
+
+    def _delta(self, x: Tensor, f: Tensor) -> Tensor:
+        z = None if self.z_source is None else self.z_source(x)
+        return self.gate.residual_delta(x, f) if z is None else self.gate.residual_delta(x, f, z)
 
     def capture(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
         self.x = _first_tensor_input(args, kwargs, module)
@@ -153,13 +181,13 @@ class _DeltaHooks:
                 f"vectorgate: {type(module).__name__} ran before the module that reads its residual "
                 "input; this layer's forward does not follow the order its family expects"
             )
-        return _with_first(output, lambda f: self.gate.residual_delta(x, f))
+        return _with_first(output, lambda f: self._delta(x, f))
 
     def replace_output_reading_input(
         self, module: nn.Module, args: tuple, kwargs: dict[str, Any], output: Any
     ) -> Any:
         x = _first_tensor_input(args, kwargs, module)
-        return _with_first(output, lambda f: self.gate.residual_delta(x, f))
+        return _with_first(output, lambda f: self._delta(x, f))
 
 
 def _with_first(output: Any, fn) -> Any:
@@ -235,6 +263,18 @@ class Family:
     def site_dim(self, layer: nn.Module, site: str) -> int:
         """Feature dimension d of the residual stream at ``site`` of ``layer``."""
         raise NotImplementedError
+
+    skip_sites: tuple[str, ...] = ()
+    """Sites whose branch :mod:`vectorgate.skip` can run on the kept tokens only."""
+
+    def gate_at(self, layer: nn.Module, site: str) -> ResidualGate:
+        """The gate :func:`patch` put at ``site`` of ``layer``."""
+        raise NotImplementedError(f"family {self.name!r} does not say where its gates live")
+
+    def skip_changes(self, layer: nn.Module, site: str, skip: Any, patch_changes: Sequence[Change]) -> list[Change]:
+        """The reversible edits that make ``site`` of a patched ``layer`` run its branch on the
+        tokens ``skip`` (a :class:`vectorgate.skip.SkipSite`) keeps; see :mod:`vectorgate.skip`."""
+        raise NotImplementedError(f"family {self.name!r} cannot skip tokens at site {site!r}")
 
     def changes(self, layer: nn.Module, gates: dict[str, ResidualGate]) -> list[Change]:
         """The edits that gate ``layer``'s sites (``gates`` maps site -> gate). Must not
@@ -453,6 +493,11 @@ def unpatch(model: nn.Module) -> nn.Module:
     state = patch_state(model)
     if state is None:
         raise ValueError(f"{type(model).__name__} is not patched by vectorgate")
+    skipping = getattr(model, "_vectorgate_skipping", None)  # vectorgate.skip edits sit on top
+    if skipping is not None:
+        for change in reversed(skipping.changes):
+            change.revert()
+        object.__delattr__(model, "_vectorgate_skipping")
     for change in reversed(state.changes):
         change.revert()
     object.__delattr__(model, _STATE_ATTR)

@@ -26,13 +26,14 @@ skips the block entirely (``y = x``), which is what stochastic depth means.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import Tensor, nn
 
 from vectorgate.base import ResidualGate
 from vectorgate.patching import AddModule, Change, Family, GateBranchOutput, register_family
+from vectorgate.skip.adapters import hooked_branch_skip_changes
 from vectorgate.variants import build_gate
 
 try:
@@ -163,6 +164,7 @@ class TimmViTFamily(Family):
     name = "timm_vit"
     description = "timm Vision Transformers (timm.models.vision_transformer.Block)"
     sites = ("attention", "mlp")
+    skip_sites = ("mlp",)
 
     def find_layers(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
         return [(n, m) for n, m in model.named_modules() if type(m) is Block]
@@ -177,3 +179,10 @@ class TimmViTFamily(Family):
             out.append(AddModule(layer, attr, gate))
             out.append(GateBranchOutput(getattr(layer, scale), gate, capture=getattr(layer, norm)))
         return out
+
+    def gate_at(self, layer: nn.Module, site: str) -> ResidualGate:
+        return getattr(layer, _SITES[site][2])
+
+    def skip_changes(self, layer: nn.Module, site: str, skip: Any, patch_changes: Sequence[Change]) -> list[Change]:
+        # The MLP runs on the kept tokens; the hook on ls2 (LayerScale maps 0 to 0) makes the delta.
+        return hooked_branch_skip_changes(layer.mlp, layer.ls2, skip, patch_changes)

@@ -14,6 +14,7 @@ name                   y                                                params  
 ``rezero``             ``x + a f``, scalar a = 0                        1             no (y = x)
 ``layerscale``         ``x + gamma * f``, gamma = 0.1                   d             no
 ``gateskip``           ``x + sigmoid(W f + b) * f``                     d^2 + d       no
+``mod_router``         ``x + sigmoid(w . x + b) f`` (one weight/token)  d + 1         no (b = 5: 0.993)
 =====================  ===============================================  ============  =================
 """
 
@@ -25,6 +26,7 @@ from typing import Any
 from vectorgate.base import ResidualGate
 from vectorgate.gate import VectorGate
 from vectorgate.variants.plain import PlainResidual
+from vectorgate.variants.router import MoDRouterResidual
 from vectorgate.variants.scaled import LayerScaleResidual, ReZeroResidual
 from vectorgate.variants.sigmoid import GateSkipResidual, HighwayResidual
 
@@ -33,6 +35,7 @@ __all__ = [
     "GateSkipResidual",
     "HighwayResidual",
     "LayerScaleResidual",
+    "MoDRouterResidual",
     "PlainResidual",
     "ReZeroResidual",
     "build_gate",
@@ -69,6 +72,7 @@ VARIANTS: dict[str, Callable[..., ResidualGate]] = {
     "rezero": ReZeroResidual,
     "layerscale": LayerScaleResidual,
     "gateskip": GateSkipResidual,
+    "mod_router": MoDRouterResidual,
 }
 
 

@@ -70,20 +70,26 @@ class HighwayResidual(_SigmoidGate):
 
 
 class GateSkipResidual(_SigmoidGate):
-    """GateSkip-style: ``y = x + sigmoid(W f(x) + b) * f(x)``, a sigmoid-linear gate on the branch.
+    """GateSkip-style: ``y = x + sigmoid(W u + b) * f(x)``, a sigmoid-linear gate per dimension.
 
     Laitenberger, Kopiczko, Snoek and Asano, 2025, "What Layers When: Learning to Skip
     Compute in LLMs with Residual Gates" (GateSkip, arXiv:2510.13876): each attention/MLP
     branch gets a sigmoid-linear gate that condenses the branch's output before it
-    re-enters the residual stream. We implement the gate as a function of the branch
-    output (our reading of that description; the token-skipping at inference and the
-    sparsity loss of the paper are not part of this variant). With ``init_bias`` 0 the
-    gate starts near 0.5; pass a large ``init_bias`` to start near the plain residual.
-    Parameters: d^2 + d.
+    re-enters the residual stream. ``gate_input`` says what the gate reads (u):
+
+    - ``"branch"`` (default): u = f(x), the branch output (our first reading of the paper).
+      The gate is only known after the branch ran, so it cannot skip tokens.
+    - ``"x"``: u = x, the residual input. The gate is then known before the branch, and
+      :mod:`vectorgate.skip` can skip the tokens whose mean gate is low (the skipped token's
+      y is x). This is the form the token-skipping comparison trains.
+
+    With ``init_bias`` 0 the gate starts near 0.5; pass a large ``init_bias`` (e.g. 5) to
+    start near the plain residual (as for a pretrained model). Parameters: d^2 + d.
 
     Args:
         dim: feature dimension d.
         init_bias: initial bias of the gate's linear map.
+        gate_input: ``"branch"`` or ``"x"``, see above.
         device: device of the parameters.
         dtype: dtype of the parameters.
 
@@ -91,12 +97,36 @@ class GateSkipResidual(_SigmoidGate):
         ``residual(x, f_x)``: x, f_x ``(..., d)`` -> y ``(..., d)``.
     """
 
-    def __init__(self, dim: int, *, init_bias: float = 0.0, device=None, dtype=None) -> None:
+    def __init__(self, dim: int, *, init_bias: float = 0.0, gate_input: str = "branch", device=None, dtype=None) -> None:
+        if gate_input not in ("branch", "x"):
+            raise ValueError(f"gate_input must be 'branch' or 'x', got {gate_input!r}")
         super().__init__(dim, init_bias, device=device, dtype=dtype)
+        self.gate_input = gate_input
+        self.can_skip = gate_input == "x"
 
-    def residual(self, x: Tensor, f_x: Tensor) -> Tensor:
-        return x + self.residual_delta(x, f_x)
+    def pre_activation(self, x: Tensor) -> Tensor:
+        """``W x + b``, ``(..., d)`` (only for ``gate_input="x"``)."""
+        if not self.can_skip:
+            raise TypeError(self._cannot_skip() + " (GateSkipResidual with gate_input='branch' reads f(x))")
+        return self.proj(x)
 
-    def residual_delta(self, x: Tensor, f_x: Tensor) -> Tensor:
+    def skip_score(self, z: Tensor) -> Tensor:
+        """Mean gate per token, ``mean_d sigmoid(z)``, float32 ``(...,)``."""
+        if not self.can_skip:
+            raise TypeError(self._cannot_skip() + " (GateSkipResidual with gate_input='branch' reads f(x))")
+        return torch.sigmoid(z.float()).mean(-1)
+
+    def residual(self, x: Tensor, f_x: Tensor, z: Tensor | None = None) -> Tensor:
+        return x + self.residual_delta(x, f_x, z)
+
+    def residual_delta(self, x: Tensor, f_x: Tensor, z: Tensor | None = None) -> Tensor:
         check_pair(x, f_x, self.dim)
-        return torch.sigmoid(self.proj(f_x)) * f_x
+        if self.gate_input == "branch":
+            return torch.sigmoid(self.proj(f_x)) * f_x
+        if z is None:
+            z = self.proj(x)
+        f_x = self._budgeted(z, f_x)
+        return torch.sigmoid(z) * f_x
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, gate_input={self.gate_input}"

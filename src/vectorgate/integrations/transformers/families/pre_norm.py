@@ -18,12 +18,14 @@ Checked against transformers 5.24:
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 from torch import nn
 
 from vectorgate.base import ResidualGate
 from vectorgate.patching import AddModule, Change, Family, GateBranchOutput, register_family
+from vectorgate.skip.adapters import hooked_branch_skip_changes
 
 GATES_ATTR = "residual_gates"
 
@@ -33,6 +35,7 @@ class PreNormFamily(Family):
 
     layer_classes: tuple[str, ...] = ()
     site_modules: ClassVar[dict[str, tuple[str, str]]] = {}
+    skip_sites = ("mlp",)
 
     def find_layers(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
         return self.layers_of_class(model, self.layer_classes)
@@ -53,6 +56,13 @@ class PreNormFamily(Family):
             norm_name, branch_name = self.site_modules[site]
             out.append(GateBranchOutput(getattr(layer, branch_name), gate, capture=getattr(layer, norm_name)))
         return out
+
+    def gate_at(self, layer: nn.Module, site: str) -> ResidualGate:
+        return getattr(layer, GATES_ATTR)[site]
+
+    def skip_changes(self, layer: nn.Module, site: str, skip: Any, patch_changes: Sequence[Change]) -> list[Change]:
+        branch = getattr(layer, self.site_modules[site][1])
+        return hooked_branch_skip_changes(branch, branch, skip, patch_changes)
 
 
 @register_family

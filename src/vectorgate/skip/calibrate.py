@@ -1,0 +1,144 @@
+"""Per-site thresholds for a target skip ratio, and the token x site map of one input."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from vectorgate.skip.budget import check_skip_ratio
+from vectorgate.skip.control import SkipController, enable_skipping, skip_controller
+
+__all__ = ["calibrate_skipping", "default_forward", "skip_map", "threshold_for_ratio"]
+
+
+def default_forward(model: nn.Module, batch: Any) -> Any:
+    """``model(**batch)`` for a mapping, ``model(batch[0])`` for a tuple/list, else ``model(batch)``."""
+    if isinstance(batch, Mapping):
+        return model(**batch)
+    if isinstance(batch, tuple | list):
+        return model(batch[0])
+    return model(batch)
+
+
+def _mask_of(batch: Any) -> Tensor | None:
+    return batch.get("attention_mask") if isinstance(batch, Mapping) else None
+
+
+def threshold_for_ratio(scores: Tensor, ratio: float) -> float:
+    """A threshold below which ``ratio`` of ``scores`` lie (midway between neighbours).
+
+    0 gives -inf (keep all). Ties at the cut keep the tied tokens, so the share skipped can
+    fall short of ``ratio`` when many scores are equal (e.g. gates that never moved).
+    """
+    if ratio == 0 or scores.numel() == 0:
+        return -math.inf
+    s = torch.sort(scores.float().flatten()).values
+    k = round(ratio * s.numel())
+    if k == 0:
+        return -math.inf
+    if k >= s.numel():
+        return math.nextafter(float(s[-1]), math.inf)
+    lo, hi = float(s[k - 1]), float(s[k])
+    return hi if lo == hi else (lo + hi) / 2
+
+
+def calibrate_skipping(
+    model: nn.Module,
+    batches: Iterable[Any],
+    ratio: float | Mapping[str, float],
+    *,
+    forward: Callable[[nn.Module, Any], Any] = default_forward,
+    passes: int = 2,
+) -> dict[str, float]:
+    """Choose each site's threshold so that ``ratio`` of the held-out tokens are skipped there.
+
+    Runs ``batches`` (held-out data, not the data you evaluate on) through the model in eval
+    mode and sets, per site, the ``ratio`` quantile of the skip scores it saw as the
+    threshold. Skipping at one layer changes what later layers see, so each pass after the
+    first re-measures with the previous thresholds on. Padding is left out when a batch is
+    a mapping with an ``attention_mask``. Turns skipping on if it is not.
+
+    Args:
+        model: a model :func:`vectorgate.skip.enable_skipping` accepts.
+        batches: re-iterable held-out inputs, each passed to ``forward``.
+        ratio: target share of tokens skipped at every site, in [0, 1), or a mapping from
+            every site name to its own share.
+        forward: how to run the model on one batch (default: :func:`default_forward`).
+        passes: calibration passes (>= 1).
+
+    Returns:
+        The thresholds set, ``{site name: threshold}``.
+
+    Raises:
+        ValueError: a ratio outside [0, 1), unknown sites, ``passes < 1`` or no batches.
+    """
+    if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
+        raise ValueError(f"passes must be an int >= 1, got {passes!r}")
+    controller = skip_controller(model) or enable_skipping(model)
+    if isinstance(ratio, Mapping):
+        unknown = sorted(set(ratio) - set(controller.sites))
+        if unknown or set(ratio) != set(controller.sites):
+            raise ValueError(f"ratio must name every skip site; unknown {unknown}, "
+                             f"missing {sorted(set(controller.sites) - set(ratio))}")
+        ratios = {k: check_skip_ratio(f"ratio[{k!r}]", v) for k, v in ratio.items()}
+    else:
+        ratios = dict.fromkeys(controller.sites, check_skip_ratio("ratio", ratio))
+    batches = list(batches)
+    if not batches:
+        raise ValueError("calibrate_skipping needs at least one batch of held-out data")
+    if all(r == 0 for r in ratios.values()):
+        controller.set_thresholds(-math.inf)
+        return controller.thresholds
+    was_training = model.training
+    model.eval()
+    try:
+        for _ in range(passes):
+            _run(model, controller, batches, forward)
+            controller.set_thresholds({
+                name: threshold_for_ratio(torch.cat(site.scores) if site.scores else torch.empty(0), ratios[name])
+                for name, site in controller.sites.items()
+            })
+    finally:
+        controller.reset()
+        model.train(was_training)
+    return controller.thresholds
+
+
+def _run(model: nn.Module, controller: SkipController, batches: list[Any], forward: Callable[[nn.Module, Any], Any]) -> None:
+    controller.reset()
+    with torch.no_grad(), controller.record():
+        for batch in batches:
+            with controller.tokens(_mask_of(batch)):
+                forward(model, batch)
+
+
+def skip_map(model: nn.Module, batch: Any, *, forward: Callable[[nn.Module, Any], Any] = default_forward) -> dict[str, Any]:
+    """Which tokens each site keeps on one batch, at the thresholds now set.
+
+    Returns:
+        ``{"sites": [site names, forward order], "keep": bool tensor (sites, *token shape),
+        "skip_ratio": {site: share of real tokens skipped}}``; the token shape is the branch
+        input's without its last dim, e.g. ``(batch, tokens)``, padding included (ratios
+        leave it out when the batch has an ``attention_mask``).
+
+    Raises:
+        ValueError: skipping is not enabled on ``model``.
+    """
+    controller = skip_controller(model)
+    if controller is None:
+        raise ValueError("skip_map needs enable_skipping(model) (and thresholds) first")
+    was_training = model.training
+    model.eval()
+    try:
+        _run(model, controller, [batch], forward)
+        names = list(controller.sites)
+        keep = torch.stack([controller.sites[n].decisions[-1] for n in names])
+        ratios = controller.skip_ratios()
+    finally:
+        controller.reset()
+        model.train(was_training)
+    return {"sites": names, "keep": keep, "skip_ratio": ratios}
