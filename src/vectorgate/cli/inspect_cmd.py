@@ -4,7 +4,9 @@
 
 prints the per-gate summary and writes ``summary.txt``, ``gate_stats.json``,
 ``curvature.png``, ``s_distribution.png`` and ``token_beta.png`` into the output folder
-(see :func:`vectorgate.inspect.write_report`).
+(see :func:`vectorgate.inspect.write_report`). With ``--skip-ratio 0.5`` it also shows which
+tokens each layer would skip at that share (thresholds calibrated on the given text):
+``skip_map.png``, ``skip_ratios.png`` and the ratios reached per layer in the summary.
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="sentences per forward pass (default 16)")
     parser.add_argument("--max-length", type=int, default=128, help="truncate to this many tokens (default 128)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument(
+        "--skip-ratio", type=float, metavar="FLOAT",
+        help="share of tokens to skip per layer, in [0, 1), calibrated on the given text; "
+             "shows which tokens each layer skips (skip_map.png, skip_ratios.png)",
+    )
 
 
 def _texts(args: argparse.Namespace) -> list[str]:
@@ -72,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(
             f"--batch-size must be >= 1 and --max-length >= 2, got {args.batch_size} and {args.max_length}"
         )
+    if args.skip_ratio is not None and not 0 <= args.skip_ratio < 1:
+        raise SystemExit(f"--skip-ratio must be a share of tokens in [0, 1), got {args.skip_ratio}")
     texts = _texts(args)
     from vectorgate.assets import minilm_path
     from vectorgate.inspect import write_report
@@ -88,13 +97,21 @@ def run(args: argparse.Namespace) -> int:
         load_gates(model, args.gates)
     except ValueError as err:
         raise SystemExit(f"the gates in {args.gates} do not fit {base}: {err}") from err
+    if args.skip_ratio is not None:
+        from vectorgate.skip import find_skip_sites
+
+        try:
+            find_skip_sites(model)
+        except ValueError as err:
+            raise SystemExit(f"--skip-ratio: {err}") from err
     model.to(args.device)
     rec = write_report(
         model, tokenizer, texts, args.output_dir, batch_size=args.batch_size,
-        max_length=args.max_length, token_text=args.token_text,
+        max_length=args.max_length, token_text=args.token_text, skip_ratio=args.skip_ratio,
     )
     print(f"{len(texts)} sentence(s) through {type(model).__name__} from {base} with gates from {args.gates}")
-    print(rec.summary())
+    # summary.txt is rec.summary(), followed by the skipping section with --skip-ratio.
+    print(rec.summary() if args.skip_ratio is None else (args.output_dir / "summary.txt").read_text().rstrip("\n"))
     written = ", ".join(sorted(p.name for p in args.output_dir.iterdir()))
     print(f"wrote to {args.output_dir}: {written}")
     return 0

@@ -18,6 +18,7 @@ from torch import nn
 from vectorgate.compare.spec import VariantSpec
 from vectorgate.compare.task import TASKS, Task
 from vectorgate.patching import gates, param_groups
+from vectorgate.skip import SkipBudget, calibrate_skipping, disable_skipping, enable_skipping
 
 __all__ = ["load_runs", "run_comparison", "run_one"]
 
@@ -65,6 +66,10 @@ def run_one(task: Task, spec: VariantSpec, seed: int) -> dict[str, Any]:
     groups = param_groups(model, weight_decay=task.weight_decay, lr=lr, gate_lr=lr * spec.gate_lr_mult, **gate_wd)
     optimizer = torch.optim.AdamW(groups, lr=lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(task.steps))
+    budget = None
+    if spec.skip_budget is not None:
+        budget = SkipBudget(model, spec.skip_budget, weight=spec.skip_weight,
+                            warmup_steps=round(spec.skip_warmup * task.steps))
     generator = torch.Generator().manual_seed(seed)
     eval_at = {max(1, round(task.steps * k / task.eval_points)) for k in range(1, task.eval_points + 1)}
     loss_every = max(1, task.steps // 50)
@@ -74,7 +79,14 @@ def run_one(task: Task, spec: VariantSpec, seed: int) -> dict[str, Any]:
     start = time.perf_counter()
     for step in range(1, task.steps + 1):
         model.train()
-        loss = task.loss(model, task.batch(step, generator))
+        batch = task.batch(step, generator)
+        if budget is None:
+            loss = task.loss(model, batch)
+        else:
+            with budget.tokens(task.token_mask(batch)):
+                loss = task.loss(model, batch)
+            loss = loss + budget.loss()
+            budget.step()
         if not torch.isfinite(loss):
             diverged_at = step
             break
@@ -89,6 +101,11 @@ def run_one(task: Task, spec: VariantSpec, seed: int) -> dict[str, Any]:
             model.eval()
             curve.append([step, float(task.evaluate(model))])
     elapsed = time.perf_counter() - start
+    skip_curve = None
+    if budget is not None:
+        budget.remove()
+        if not diverged_at:
+            skip_curve = _skip_curve(task, model)
     # Which held-out examples the final evaluation got right (tasks that keep it), as "0"/"1":
     # paired tests across arms on the same examples (McNemar).
     last = getattr(task, "last_correct", None)
@@ -115,9 +132,33 @@ def run_one(task: Task, spec: VariantSpec, seed: int) -> dict[str, Any]:
         "time_s": elapsed,
         "curvature": _curvature_stats(model),
         "correct": correct,
+        "skip_curve": skip_curve,
         "threads": torch.get_num_threads(),
         "device": task.device,
     }
+
+
+def _skip_curve(task: Task, model: nn.Module) -> list[list[float]]:
+    """``[target, achieved, metric]`` at each of the task's skip ratios.
+
+    Thresholds are calibrated on the task's calibration batches (held out from the
+    evaluation data); ``achieved`` is the share of (real) tokens the skippable branches
+    skipped during the evaluation itself, i.e. the share of their FLOPs saved.
+    """
+    model.eval()
+    controller = enable_skipping(model)
+    batches = task.calibration_batches()
+    curve = []
+    try:
+        for ratio in task.skip_eval_ratios:
+            calibrate_skipping(model, batches, ratio, forward=task.skip_forward)
+            controller.reset()
+            metric = float(task.evaluate(model))
+            achieved = controller.skip_ratio() if ratio > 0 else 0.0
+            curve.append([ratio, achieved, metric])
+    finally:
+        disable_skipping(model)
+    return curve
 
 
 def load_runs(path: str | os.PathLike) -> list[dict[str, Any]]:

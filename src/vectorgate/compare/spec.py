@@ -15,7 +15,7 @@ __all__ = ["VariantSpec", "parse_variant"]
 
 _SPEC = re.compile(r"^(?P<name>[A-Za-z_][\w]*)(\[(?P<args>[^\]]*)\])?$")
 # Keys that configure training, not the gate; every other key goes to build_gate.
-_TRAIN_KEYS = ("lr_mult", "gate_lr_mult", "gate_weight_decay")
+_TRAIN_KEYS = ("lr_mult", "gate_lr_mult", "gate_weight_decay", "skip_budget", "skip_weight", "skip_warmup")
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,11 @@ class VariantSpec:
         gate_lr_mult: further multiplies the learning rate of the gates' parameters.
         gate_weight_decay: AdamW decay of the gates' matrices (None: the library default,
             :func:`vectorgate.param_groups`' ``gate_weight_decay``).
+        skip_budget: train with a :class:`vectorgate.skip.SkipBudget` of this target share
+            of tokens (None: no budget), and score the trained model at the task's skip
+            ratios (``skip_curve`` in the record).
+        skip_weight: the budget's penalty weight.
+        skip_warmup: the budget's warm-up, as a share of the run's steps.
     """
 
     label: str
@@ -40,6 +45,9 @@ class VariantSpec:
     lr_mult: float = 1.0
     gate_lr_mult: float = 1.0
     gate_weight_decay: float | None = None
+    skip_budget: float | None = None
+    skip_weight: float = 1.0
+    skip_warmup: float = 0.3
 
 
 def _value(text: str) -> Any:
@@ -67,7 +75,8 @@ def parse_variant(text: str) -> VariantSpec:
     if not m:
         raise ValueError(f"variant must look like 'name' or 'name[key=value,...]', got {text!r}")
     kwargs: dict[str, Any] = {}
-    train: dict[str, float | None] = {"lr_mult": 1.0, "gate_lr_mult": 1.0, "gate_weight_decay": None}
+    train: dict[str, float | None] = {"lr_mult": 1.0, "gate_lr_mult": 1.0, "gate_weight_decay": None,
+                                      "skip_budget": None, "skip_weight": 1.0, "skip_warmup": 0.3}
     seen: set[str] = set()
     for item in filter(None, (m.group("args") or "").split(",")):
         key, sep, raw = item.partition("=")
@@ -78,10 +87,14 @@ def parse_variant(text: str) -> VariantSpec:
             raise ValueError(f"in {text!r}: {key!r} given twice")
         seen.add(key)
         value = _value(raw)
-        if key in _TRAIN_KEYS:
-            lowest_ok = 0.0 if key == "gate_weight_decay" else math.nextafter(0.0, 1.0)
+        if key in ("skip_budget", "skip_warmup"):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not (math.isfinite(value) and 0 <= value < 1):
+                raise ValueError(f"in {text!r}: {key} must be a share in [0, 1), got {raw!r}")
+            train[key] = float(value)
+        elif key in _TRAIN_KEYS:
+            lowest_ok = 0.0 if key in ("gate_weight_decay", "skip_weight") else math.nextafter(0.0, 1.0)
             if isinstance(value, bool) or not isinstance(value, int | float) or not (math.isfinite(value) and value >= lowest_ok):
-                kind = "a number >= 0" if key == "gate_weight_decay" else "a positive number"
+                kind = "a number >= 0" if key in ("gate_weight_decay", "skip_weight") else "a positive number"
                 raise ValueError(f"in {text!r}: {key} must be {kind}, got {raw!r}")
             train[key] = float(value)
         else:

@@ -84,6 +84,25 @@ class Task:
         """The task metric on held-out data (model already in eval mode)."""
         raise NotImplementedError
 
+    # -- token skipping (arms with ``skip_budget``; see vectorgate.skip) -----------------
+
+    skip_eval_ratios: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+    """Target skip ratios at which a budget-trained arm is scored."""
+
+    def token_mask(self, batch: Any) -> Tensor | None:
+        """Which positions of a training batch are real tokens (None: all); the budget ranks only those."""
+        return None
+
+    def calibration_batches(self) -> list[Any]:
+        """Held-out inputs (not the evaluation data) on which skip thresholds are calibrated."""
+        raise NotImplementedError(f"task {self.name!r} does not support token skipping")
+
+    def skip_forward(self, model: nn.Module, batch: Any) -> Any:
+        """Run ``model`` on one calibration batch."""
+        from vectorgate.skip.calibrate import default_forward
+
+        return default_forward(model, batch)
+
 
 @dataclass
 class ClassificationTask(Task):

@@ -31,19 +31,31 @@ def _mask_of(batch: Any) -> Tensor | None:
 def threshold_for_ratio(scores: Tensor, ratio: float) -> float:
     """A threshold below which ``ratio`` of ``scores`` lie (midway between neighbours).
 
-    0 gives -inf (keep all). Ties at the cut keep the tied tokens, so the share skipped can
-    fall short of ``ratio`` when many scores are equal (e.g. gates that never moved).
+    0 gives -inf (keep all). Where many scores tie at the cut (saturated gates share one
+    value), the tied block is skipped whole or kept whole, whichever lands nearer ``ratio``.
     """
     if ratio == 0 or scores.numel() == 0:
         return -math.inf
     s = torch.sort(scores.float().flatten()).values
-    k = round(ratio * s.numel())
+    n = s.numel()
+    k = round(ratio * n)
     if k == 0:
         return -math.inf
-    if k >= s.numel():
-        return math.nextafter(float(s[-1]), math.inf)
+    if k >= n:
+        return _just_above(s[-1])
     lo, hi = float(s[k - 1]), float(s[k])
-    return hi if lo == hi else (lo + hi) / 2
+    if lo != hi:
+        return (lo + hi) / 2
+    tie = s[k]
+    below = int(torch.searchsorted(s, tie, right=False))  # skipped if the tie is kept
+    through = int(torch.searchsorted(s, tie, right=True))  # skipped if the tie is skipped
+    if through - k < k - below:
+        return _just_above(tie) if through >= n else (float(tie) + float(s[through])) / 2
+    return float(tie) if below == 0 else (float(s[below - 1]) + float(tie)) / 2
+
+def _just_above(value: Tensor) -> float:
+    """The next float32 above ``value`` (scores are float32: a float64 step would round back)."""
+    return float(torch.nextafter(value.float(), torch.tensor(math.inf)))
 
 
 def calibrate_skipping(

@@ -54,6 +54,17 @@ class CharLMShakespeareTask(Task):
         # Fixed, evenly spaced validation windows: every arm is scored on the same text.
         starts = torch.linspace(0, len(self.val_data) - self.context - 2, self.eval_windows).long()
         self.val_windows = torch.stack([self.val_data[s : s + self.context + 1] for s in starts])
+        # Skip-threshold calibration: windows half a spacing after each scored one (disjoint text
+        # when the spacing exceeds two contexts, as it does at the default sizes).
+        shift = int((starts[1] - starts[0]) // 2) if len(starts) > 1 else self.context + 1
+        cal_starts = (starts + shift).clamp(max=len(self.val_data) - self.context - 2)
+        self.calibration_windows = torch.stack([self.val_data[s : s + self.context] for s in cal_starts])
+
+    def calibration_batches(self) -> list[Tensor]:
+        return list(self.calibration_windows.to(self.device).split(32))
+
+    def skip_forward(self, model: nn.Module, batch: Tensor) -> object:
+        return model(input_ids=batch)
 
     def build_model(self, spec: VariantSpec, seed: int) -> nn.Module:
         try:

@@ -18,6 +18,7 @@ Metric: accuracy on a fixed held-out split.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ from vectorgate.compare.spec import VariantSpec
 from vectorgate.compare.task import Task
 from vectorgate.compare.tasks._patching import freeze_all_but_gates, patch_variant
 from vectorgate.compare.tasks.peft_arms import PEFT_ARMS, build_peft_arm
+from vectorgate.skip import skip_controller
 
 __all__ = ["TEXT_DATASETS", "TextAdapterTask", "TextFineTuneTask"]
 
@@ -71,6 +73,8 @@ class TextFineTuneTask(Task):
     weight_decay: float = 0.01
     max_length: int = 64
     n_val: int = 800
+    n_calibration: int = 400
+    """Held-out examples after the scored ones, for calibrating skip thresholds."""
     eval_points: int = 2
     eval_batch_size: int = 100
     keep_trainable: tuple[str, ...] = ("classifier",)
@@ -80,18 +84,19 @@ class TextFineTuneTask(Task):
     def configure(self, *, quick: bool = False, scale: float = 1.0) -> None:
         super().configure(quick=quick, scale=scale)
         if quick:
-            self.n_val, self.max_length = 16, 16
+            self.n_val, self.max_length, self.n_calibration = 16, 16, 8
 
     def load(self) -> None:
         if self.dataset not in TEXT_DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; available: {', '.join(TEXT_DATASETS)}")
         data = TEXT_DATASETS[self.dataset]()
-        train, val = split_indices(len(data), (0.8, 0.2), seed=0)
-        val = val[: self.n_val]
+        train, held_out = split_indices(len(data), (0.8, 0.2), seed=0)
+        val, calibration = held_out[: self.n_val], held_out[self.n_val : self.n_val + self.n_calibration]
         tokenizer = _transformers().AutoTokenizer.from_pretrained(minilm_path())
         self.pad_id = tokenizer.pad_token_id
         self.train_set = self._encode(tokenizer, data.subset(train))
         self.val_set = self._encode(tokenizer, data.subset(val))
+        self.calibration_set = self._encode(tokenizer, data.subset(calibration)) if len(calibration) else None
 
     def _encode(self, tokenizer, data: TextClassificationData) -> tuple[Tensor, Tensor]:
         enc = tokenizer(data.texts, truncation=True, max_length=self.max_length, padding="max_length",
@@ -124,12 +129,26 @@ class TextFineTuneTask(Task):
         logits = model(**self._model_inputs(ids)).logits
         return nn.functional.cross_entropy(logits, labels.to(self.device))
 
+    def token_mask(self, batch: tuple[Tensor, Tensor]) -> Tensor:
+        return self._model_inputs(batch[0])["attention_mask"]
+
+    def calibration_batches(self) -> list[dict[str, Tensor]]:
+        if self.calibration_set is None:
+            raise ValueError(f"task {self.name!r} has no held-out examples left for calibration")
+        ids, _ = self.calibration_set
+        return [self._model_inputs(ids[i : i + self.eval_batch_size]) for i in range(0, len(ids), self.eval_batch_size)]
+
     @torch.no_grad()
     def predict(self, model: nn.Module) -> Tensor:
         """Predicted labels of the held-out examples, in order (for paired tests per example)."""
         ids, _ = self.val_set
-        return torch.cat([model(**self._model_inputs(ids[i : i + self.eval_batch_size])).logits.argmax(-1).cpu()
-                          for i in range(0, len(ids), self.eval_batch_size)])
+        controller = skip_controller(model)  # when skipping: count real tokens only
+        out = []
+        for i in range(0, len(ids), self.eval_batch_size):
+            inputs = self._model_inputs(ids[i : i + self.eval_batch_size])
+            with controller.tokens(inputs["attention_mask"]) if controller else contextlib.nullcontext():
+                out.append(model(**inputs).logits.argmax(-1).cpu())
+        return torch.cat(out)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> float:

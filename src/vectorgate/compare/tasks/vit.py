@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch import nn
+from torch import Tensor, nn
 
 from vectorgate.assets import load_mnist, split_indices
 from vectorgate.compare.spec import VariantSpec
@@ -41,6 +41,14 @@ class ViTMnistTask(ClassificationTask):
         x = (x - _MEAN) / _STD
         train, val = split_indices(len(y), (0.8, 0.2), seed=0)
         self.x_train, self.y_train, self.x_val, self.y_val = x[train], y[train], x[val], y[val]
+
+    n_calibration: int = 500
+
+    def calibration_batches(self) -> list[Tensor]:
+        """The first ``n_calibration`` training images (MNIST here has no third split; the
+        1,000 scored images stay unseen)."""
+        x = self.x_train[: self.n_calibration].to(self.device)
+        return list(x.split(self.eval_batch_size))
 
     def build_model(self, spec: VariantSpec, seed: int) -> nn.Module:
         try:

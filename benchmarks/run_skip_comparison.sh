@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The token-skipping comparison behind docs/skipping.md: accuracy (or bits per character)
+# against the share of MLP-branch tokens skipped, 0% to 70%, for vectorgate's gate and two
+# peers trained with the same SkipBudget (target 50%, penalty weight 1, warm-up over 30% of
+# the steps): a GateSkip-style sigmoid gate that reads x (gateskip[gate_input=x]) and a
+# Mixture-of-Depths-style scalar router (mod_router). Plain is the dense reference.
+#
+# Tasks: the pretrained MiniLM fine-tuned on Rotten Tomatoes (rt_full, 3 seeds: a run takes
+# minutes), the timm ViT on MNIST and the GPT-2-style char-LM from scratch (5 seeds each),
+# plus on those two an ablation: vectorgate trained without a budget (skip_budget=0), skipped
+# at inference only. Two processes of one torch thread fill docs/results/skip/ through their
+# own shard; rerunning resumes. Each budget-trained run is scored at every skip ratio after
+# training (thresholds calibrated on held-out data, see docs/skipping.md).
+#
+# Usage: benchmarks/run_skip_comparison.sh [extra args for every `vectorgate compare`, e.g. --scale 3 --device cuda]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VG="${VG:-.venv/bin/vectorgate}"
+OUT=docs/results/skip
+export HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error
+EXTRA=("$@")
+
+run_seeds() {  # run_seeds SHARD NSEEDS TASK -- ARMS...: seeds 0..NSEEDS-1, one seed at a time (paired if stopped)
+  local shard=$1 n=$2 task=$3; shift 4
+  for ((k = 1; k <= n; k++)); do
+    "$VG" compare --shard "$shard" --tasks "$task" --variants "$@" --seeds "$k" --output-dir "$OUT" \
+      --threads 1 --no-progress "${EXTRA[@]}"
+  done
+}
+
+# Pretrained model: the peers start near the plain residual (sigmoid(5) = 0.993), as our gate
+# starts at it exactly.
+run_seeds a 3 rt_full -- plain "vectorgate[skip_budget=0.5]" "gateskip[gate_input=x,init_bias=5,skip_budget=0.5]" \
+  "mod_router[skip_budget=0.5]" &
+A=$!
+(
+  for task in vit_mnist charlm_shakespeare; do
+    run_seeds b 5 "$task" -- plain "vectorgate[skip_budget=0.5]" "gateskip[gate_input=x,skip_budget=0.5]" \
+      "mod_router[skip_budget=0.5]" "vectorgate[skip_budget=0]"
+  done
+) &
+B=$!
+status=0
+for pid in $A $B; do wait "$pid" || status=1; done
+"${VG%/vectorgate}/python" -m vectorgate.compare.skip_report "$OUT" --markdown docs/results_skipping.md || status=1
+exit $status
