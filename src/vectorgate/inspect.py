@@ -636,7 +636,7 @@ def write_report(
         reached = {n: math.nan if r is None else r for n, r in skipping["skip_ratio"].items()}
         fig = plot_skip_ratios(reached, skip_ratio, title=(
             f"Skip ratio reached per layer over the report's {len(texts)} text(s)\n"
-            "(thresholds calibrated on the same texts: a picture, not a measurement)"
+            "(calibrated on the same texts: a picture, not a measurement)"
         ))
         plotting._save(fig, out / "skip_ratios.png")
     return rec

@@ -201,7 +201,7 @@ def plot_skip_ratios(
     from matplotlib.ticker import PercentFormatter
 
     if ax is None:
-        ax = _new_axes(max(5.0, 0.6 * len(values) + 2.5), 4.0)
+        ax = _new_axes(max(6.5, 0.6 * len(values) + 2.5), 4.0)
     labels = site_labels(list(ratios))
     x = range(len(values))
     ax.bar(x, [0.0 if math.isnan(v) else v for v in values], color=SKIPPED_COLOR,
