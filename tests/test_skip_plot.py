@@ -365,3 +365,13 @@ def test_cli_inspect_skip_ratio_on_gates_that_cannot_skip(minilm_classifier, tmp
         main(["inspect", "--base", "minilm", "--gates", str(gates_dir), "--output-dir", str(tmp_path / "o"),
               "--text", "hi", "--skip-ratio", "0.5"])
     assert not (tmp_path / "o").exists()
+
+
+def test_importing_the_plot_module_does_not_need_matplotlib():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['matplotlib'] = None\n"
+            "import vectorgate, vectorgate.skip.plot, vectorgate.inspect\n"
+            "assert 'matplotlib.figure' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)

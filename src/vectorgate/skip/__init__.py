@@ -23,6 +23,7 @@ from vectorgate.skip.control import (
     skip_controller,
 )
 from vectorgate.skip.gather import run_on_kept
+from vectorgate.skip.plot import plot_skip_map, plot_skip_ratios
 from vectorgate.skip.site import SkipSite
 
 __all__ = [
@@ -33,6 +34,8 @@ __all__ = [
     "disable_skipping",
     "enable_skipping",
     "find_skip_sites",
+    "plot_skip_map",
+    "plot_skip_ratios",
     "run_on_kept",
     "skip_controller",
     "skip_map",
