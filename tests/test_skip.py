@@ -7,6 +7,7 @@ skipped token becomes, calibration on held-out data, SkipBudget, unpatch/skip_ma
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 
 import pytest
@@ -30,6 +31,15 @@ transformers = pytest.importorskip("transformers")
 
 RANDOM_GATE = {"init": "random", "init_curvature": 1.0}  # scores differ between tokens
 VOCAB = 100
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one intra-op thread is faster, and far faster on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 # ----------------------------------------------------------------------------- builders
@@ -67,8 +77,9 @@ def _llama(seed: int = 0, **patch_kwargs) -> nn.Module:
 
 def _timm_vit(seed: int = 0, **patch_kwargs) -> nn.Module:
     pytest.importorskip("timm")
-    import vectorgate.integrations.timm  # noqa: F401  (registers the timm family)
     from timm.models.vision_transformer import VisionTransformer
+
+    import vectorgate.integrations.timm  # noqa: F401  (registers the timm family)
 
     torch.manual_seed(seed)
     model = VisionTransformer(
@@ -516,22 +527,28 @@ def test_threshold_for_ratio_units():
     for ratio in (0.1, 0.25, 0.5, 0.7, 0.9):
         t = threshold_for_ratio(s, ratio)
         assert int((s < t).sum()) == round(ratio * s.numel())
-    # ties at the cut keep the tied tokens
+    # a tied block at the cut is skipped or kept whole, whichever lands nearer the ratio
     ties = torch.tensor([1.0, 1.0, 1.0, 1.0])
     t = threshold_for_ratio(ties, 0.5)
-    assert t == 1.0 and int((ties < t).sum()) == 0
+    assert int((ties < t).sum()) in (0, 4)
     partial = torch.tensor([0.0, 1.0, 1.0, 2.0])
-    assert int((partial < threshold_for_ratio(partial, 0.5)).sum()) == 1
+    assert int((partial < threshold_for_ratio(partial, 0.5)).sum()) == 1  # 1 or 3 from 2: the lower
+    block = torch.tensor([0.0, 1.0, 1.0, 1.0, 2.0])
+    assert int((block < threshold_for_ratio(block, 0.6)).sum()) == 4  # 4 is nearer 3 than 1
+    assert int((block < threshold_for_ratio(block, 0.4)).sum()) == 1  # 1 is nearer 2 than 4
+    # k = n: every token skipped (the float32 scores compare below the threshold)
+    for ratio in (0.96, 0.99):
+        assert bool((s < threshold_for_ratio(s, ratio)).all())
     # scores of any shape/dtype are flattened
     assert threshold_for_ratio(s.reshape(2, 5).double(), 0.5) == threshold_for_ratio(s, 0.5)
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: float64 thresholds are rounded to float32 when "
-                   "compared with the float32 scores; see the report")
-def test_threshold_for_ratio_k_equals_n_skips_every_token():
-    s = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
-    t = threshold_for_ratio(s, 0.96)  # round(9.6) = 10: every token below the threshold
-    assert bool((s < t).all())  # SkipSite.decide compares float32 scores: score >= threshold
+def test_threshold_for_ratio_between_adjacent_float32_scores():
+    lo = torch.tensor(1.0)
+    s = torch.stack([lo, torch.nextafter(lo, torch.tensor(2.0))])  # float32 neighbours
+    t = threshold_for_ratio(s, 0.5)
+    keep = s >= t  # exactly what SkipSite.decide computes
+    assert int((~keep).sum()) == 1
 
 
 def _held_out_ratio(model, ctl, batches, forward=_fwd):
@@ -549,8 +566,8 @@ TOL = 0.05
 def test_calibration_meets_target_on_held_out_gated_residual(target):
     gr = _gated_residual(d=16)
     g = torch.Generator().manual_seed(5)
-    calib = [torch.randn(16, 32, 16, generator=g) for _ in range(4)]
-    held_out = [torch.randn(16, 32, 16, generator=g) for _ in range(4)]
+    calib = [torch.randn(16, 32, 16, generator=g) for _ in range(8)]  # 4096 tokens each
+    held_out = [torch.randn(16, 32, 16, generator=g) for _ in range(8)]
     thresholds = calibrate_skipping(gr, calib, target)
     ctl = skip_controller(gr)
     assert ctl is not None and ctl.thresholds == thresholds
@@ -563,8 +580,8 @@ def test_calibration_meets_target_on_held_out_gated_residual(target):
 @pytest.mark.parametrize("kind", ["bert", "gpt2"])
 def test_calibration_meets_target_on_held_out_per_site(kind, target):
     model = _bert() if kind == "bert" else _gpt2()
-    calib = [{"input_ids": _ids(16, 32, 200 + i)} for i in range(4)]
-    held_out = [{"input_ids": _ids(16, 32, 300 + i)} for i in range(4)]
+    calib = [{"input_ids": _ids(16, 32, 200 + i)} for i in range(6)]  # 3072 tokens each
+    held_out = [{"input_ids": _ids(16, 32, 300 + i)} for i in range(6)]
     calibrate_skipping(model, calib, target)
     ctl = skip_controller(model)
     overall, per_site = _held_out_ratio(model, ctl, held_out)
@@ -578,8 +595,8 @@ def test_calibration_per_site_ratios_on_held_out():
     model = _bert()
     names = list(n for n, _, _ in find_skip_sites(model))
     targets = dict(zip(names, [0.3, 0.7], strict=True))
-    calib = [{"input_ids": _ids(16, 32, 400 + i)} for i in range(4)]
-    held_out = [{"input_ids": _ids(16, 32, 500 + i)} for i in range(4)]
+    calib = [{"input_ids": _ids(16, 32, 400 + i)} for i in range(6)]
+    held_out = [{"input_ids": _ids(16, 32, 500 + i)} for i in range(6)]
     calibrate_skipping(model, calib, targets)
     _, per_site = _held_out_ratio(model, skip_controller(model), held_out)
     for name, target in targets.items():
@@ -588,6 +605,8 @@ def test_calibration_per_site_ratios_on_held_out():
 
 def test_calibration_leaves_padding_out_of_the_quantile():
     model = _bert()
+    with torch.no_grad():  # padding (id 0) far from the real tokens, so counting it would show
+        model.embeddings.word_embeddings.weight[0] = 5 * torch.randn(32, generator=torch.Generator().manual_seed(0))
     batches = []
     for i in range(3):
         ids = _ids(8, 16, 600 + i)
@@ -613,7 +632,7 @@ def test_calibration_leaves_padding_out_of_the_quantile():
         for b in batches:
             model(**b)
     assert site.seen == 3 * 8 * 16
-    assert site.skipped != round(0.5 * site.seen)
+    assert abs(site.skipped / site.seen - 0.5) > 0.2
 
 
 def test_calibration_without_mask_counts_every_token_and_restores_mode():
@@ -720,12 +739,12 @@ def test_variants_whose_gate_reads_the_branch_cannot_skip(variant, kwargs):
     with pytest.raises(ValueError, match="cannot skip tokens"):
         SkipBudget(model, 0.5)
     gr = vg.GatedResidual(_mlp(), 16, variant=variant, tokenwise=True, **kwargs)
-    with pytest.raises(ValueError, match="GatedResidual root.*does not read x alone"):
+    with pytest.raises(ValueError, match=r"GatedResidual \(root\).*does not read x alone"):
         enable_skipping(gr)
 
 
 def test_unskippable_models_raise_with_reason():
-    with pytest.raises(ValueError, match="neither patched by vectorgate.patch nor holds a GatedResidual"):
+    with pytest.raises(ValueError, match=r"neither patched by vectorgate\.patch nor holds a GatedResidual"):
         enable_skipping(nn.Linear(4, 4))
     with pytest.raises(ValueError, match="neither patched"):
         SkipBudget(nn.Linear(4, 4), 0.5)
@@ -758,7 +777,6 @@ def test_gated_residual_skipping_rejects_extra_arguments_only_when_tokens_are_sp
         gr(x, scale=2.0)
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: enable_skipping with a rejected threshold leaves skipping on")
 def test_enable_skipping_with_bad_threshold_leaves_model_unchanged():
     gr = _gated_residual()
     with pytest.raises(ValueError):
@@ -766,7 +784,6 @@ def test_enable_skipping_with_bad_threshold_leaves_model_unchanged():
     assert skip_controller(gr) is None
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: calibrate_skipping turns skipping on before validating")
 def test_calibrate_skipping_with_bad_ratio_leaves_model_unchanged():
     gr = _gated_residual()
     with pytest.raises(ValueError):
@@ -792,7 +809,7 @@ def test_budget_penalty_zero_before_forward_then_positive_with_gradient():
     with torch.no_grad():
         scores = _scores_gr(gr, x).flatten()
     expected = scores.sort().values[: int(0.25 * 16)].mean()
-    assert float(pen) > 0
+    assert float(pen.detach()) > 0
     torch.testing.assert_close(pen.detach(), expected, rtol=1e-6, atol=1e-7)
     pen.backward()
     assert gr.gate.proj.weight.grad is not None and bool(gr.gate.proj.weight.grad.abs().sum() > 0)
@@ -824,9 +841,9 @@ def test_budget_on_patched_models_has_gradient_to_every_skip_gate(kind):
     model = build().train()
     budget = SkipBudget(model, 0.5)
     assert len(budget.gates) == 2
-    _out(model(**make(0))).sum()
+    model(**make(0))
     pen = budget.loss()
-    assert float(pen) > 0
+    assert float(pen.detach()) > 0
     pen.backward()
     for gate in budget.gates:
         grad = gate.proj.weight.grad
@@ -841,7 +858,7 @@ def test_budget_ratio_ramps_linearly_over_warmup():
         ratios.append(budget.ratio)
         budget.step()
     assert ratios[:4] == pytest.approx([0.1, 0.2, 0.3, 0.4])
-    steps = [b - a for a, b in zip(ratios[:4], ratios[1:4], strict=False)]
+    steps = [b - a for a, b in itertools.pairwise(ratios[:4])]
     assert steps == pytest.approx([0.1] * 3)
     assert ratios[4:] == pytest.approx([0.4] * 3) and max(ratios) <= 0.4
     budget.remove()
@@ -960,7 +977,7 @@ def test_budget_works_with_skipping_enabled_in_training():
     y = gr(x)
     pen = budget.loss()
     (y.sum() + pen).backward()
-    assert float(pen) > 0 and bool(gr.gate.proj.weight.grad.abs().sum() > 0)
+    assert float(pen.detach()) > 0 and bool(gr.gate.proj.weight.grad.abs().sum() > 0)
 
 
 def test_budget_nan_penalty_raises():
@@ -1056,7 +1073,7 @@ def test_nan_gate_in_patched_model_raises():
     with torch.no_grad():
         model.transformer.h[1].residual_gates["mlp"].proj.bias[3] = float("inf")
         model.transformer.h[1].residual_gates["mlp"].proj.weight[3, 0] = float("nan")
-    with pytest.raises(FloatingPointError, match="transformer.h.1.mlp"):
+    with pytest.raises(FloatingPointError, match=r"transformer\.h\.1\.mlp"):
         _run(model, _text_inputs(0))
 
 
@@ -1075,3 +1092,17 @@ def test_decide_and_take_z_contract():
     ctl.set_thresholds(math.inf)
     _, keep = site.decide(x)
     assert keep is not None and keep.dtype == torch.bool and not bool(keep.any())
+
+
+def test_a_token_mask_of_the_wrong_shape_is_an_error_not_ignored():
+    gr = _gated_residual()
+    x = torch.randn(2, 5, 16)
+    ctl = enable_skipping(gr, 0.5)
+    with ctl.tokens(torch.ones(2, 4, dtype=torch.bool)), pytest.raises(ValueError, match="token mask has shape"):
+        gr(x)
+    disable_skipping(gr)
+    gr.train()
+    budget = SkipBudget(gr, 0.5)
+    with budget.tokens(torch.ones(2, 4, dtype=torch.bool)), pytest.raises(ValueError, match="token mask has shape"):
+        gr(x)
+    budget.remove()

@@ -35,8 +35,8 @@ class SkipBudget:
       term on x alone, as when skipped at inference), so the rest of the model learns to
       live without them, as Mixture-of-Depths trains its top-k.
 
-    ``ratio`` rises linearly from 0 to ``target`` over ``warmup_steps`` optimizer steps, so a
-    pretrained model is not cut at once. Ranking is per batch and site; at inference
+    ``ratio`` rises linearly to ``target`` over ``warmup_steps`` optimizer steps (``target *
+    (step + 1) / warmup_steps``), so a pretrained model is not cut at once. Ranking is per batch and site; at inference
     thresholds replace it (:func:`vectorgate.skip.calibrate_skipping`).
 
     Usage::
@@ -88,7 +88,10 @@ class SkipBudget:
     def on_gate(self, gate: ResidualGate, z: Tensor, f_x: Tensor) -> Tensor:
         """Called by the gate in training: rank, record the penalty, drop. Returns f_x to use."""
         score = gate.skip_score(z)
-        mask = self.token_mask if self.token_mask is not None and self.token_mask.shape == score.shape else None
+        mask = self.token_mask
+        if mask is not None and mask.shape != score.shape:
+            raise ValueError(f"SkipBudget: the token mask has shape {tuple(mask.shape)} but the gate scores "
+                             f"tokens of shape {tuple(score.shape)}; pass one entry per token the branch sees")
         real = score[mask] if mask is not None else score.reshape(-1)
         k = int(self.ratio * real.numel())
         if k == 0:

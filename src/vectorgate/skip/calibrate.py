@@ -10,7 +10,12 @@ import torch
 from torch import Tensor, nn
 
 from vectorgate.skip.budget import check_skip_ratio
-from vectorgate.skip.control import SkipController, enable_skipping, skip_controller
+from vectorgate.skip.control import (
+    SkipController,
+    enable_skipping,
+    find_skip_sites,
+    skip_controller,
+)
 
 __all__ = ["calibrate_skipping", "default_forward", "skip_map", "threshold_for_ratio"]
 
@@ -43,19 +48,25 @@ def threshold_for_ratio(scores: Tensor, ratio: float) -> float:
         return -math.inf
     if k >= n:
         return _just_above(s[-1])
-    lo, hi = float(s[k - 1]), float(s[k])
-    if lo != hi:
-        return (lo + hi) / 2
+    if s[k - 1] != s[k]:
+        return _between(s[k - 1], s[k])
     tie = s[k]
     below = int(torch.searchsorted(s, tie, right=False))  # skipped if the tie is kept
     through = int(torch.searchsorted(s, tie, right=True))  # skipped if the tie is skipped
     if through - k < k - below:
-        return _just_above(tie) if through >= n else (float(tie) + float(s[through])) / 2
-    return float(tie) if below == 0 else (float(s[below - 1]) + float(tie)) / 2
+        return _just_above(tie) if through >= n else _between(tie, s[through])
+    return float(tie) if below == 0 else _between(s[below - 1], tie)
 
 def _just_above(value: Tensor) -> float:
     """The next float32 above ``value`` (scores are float32: a float64 step would round back)."""
     return float(torch.nextafter(value.float(), torch.tensor(math.inf)))
+
+
+def _between(lo: Tensor, hi: Tensor) -> float:
+    """A float32 threshold t with lo < t <= hi (the midpoint, or hi itself for adjacent floats):
+    ``score >= t`` compares in float32, so a float64 midpoint could round back onto lo."""
+    mid = (lo.float() + hi.float()) / 2
+    return float(mid) if mid > lo else float(hi)
 
 
 def calibrate_skipping(
@@ -90,18 +101,20 @@ def calibrate_skipping(
     """
     if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
         raise ValueError(f"passes must be an int >= 1, got {passes!r}")
-    controller = skip_controller(model) or enable_skipping(model)
+    # Every check before skipping is turned on: a bad call leaves the model as it was.
+    site_names = list(skip_controller(model).sites) if skip_controller(model) else [n for n, _, _ in find_skip_sites(model)]
     if isinstance(ratio, Mapping):
-        unknown = sorted(set(ratio) - set(controller.sites))
-        if unknown or set(ratio) != set(controller.sites):
+        unknown = sorted(set(ratio) - set(site_names))
+        if unknown or set(ratio) != set(site_names):
             raise ValueError(f"ratio must name every skip site; unknown {unknown}, "
-                             f"missing {sorted(set(controller.sites) - set(ratio))}")
+                             f"missing {sorted(set(site_names) - set(ratio))}")
         ratios = {k: check_skip_ratio(f"ratio[{k!r}]", v) for k, v in ratio.items()}
     else:
-        ratios = dict.fromkeys(controller.sites, check_skip_ratio("ratio", ratio))
+        ratios = dict.fromkeys(site_names, check_skip_ratio("ratio", ratio))
     batches = list(batches)
     if not batches:
         raise ValueError("calibrate_skipping needs at least one batch of held-out data")
+    controller = skip_controller(model) or enable_skipping(model)
     if all(r == 0 for r in ratios.values()):
         controller.set_thresholds(-math.inf)
         return controller.thresholds

@@ -149,9 +149,16 @@ class SkipController:
             self.token_mask = previous
 
     def real_tokens(self, shape: Any) -> Tensor | None:
-        """The token mask if it has this score shape, else None (count every token)."""
+        """The token mask (None: count every token).
+
+        Raises:
+            ValueError: the mask's shape is not the scores' ``(batch, tokens)``.
+        """
         m = self.token_mask
-        return m if m is not None and tuple(m.shape) == tuple(shape) else None
+        if m is not None and tuple(m.shape) != tuple(shape):
+            raise ValueError(f"the token mask has shape {tuple(m.shape)} but this site scores tokens of shape "
+                             f"{tuple(shape)}; pass a mask with one entry per token the branch sees")
+        return m
 
     def __repr__(self) -> str:
         return f"SkipController({len(self.sites)} sites, skip ratio {self.skip_ratio():.3f})"
@@ -186,6 +193,8 @@ def enable_skipping(model: nn.Module, thresholds: float | Mapping[str, float] | 
     if skip_controller(model) is not None:
         raise ValueError("token skipping is already enabled on this model; call disable_skipping(model) first")
     controller = SkipController(model)
+    if thresholds is not None:
+        controller.set_thresholds(thresholds)  # checked before the model is touched
     applied: list[Change] = []
     try:
         for change in controller.changes:
@@ -196,8 +205,6 @@ def enable_skipping(model: nn.Module, thresholds: float | Mapping[str, float] | 
             change.revert()
         raise
     object.__setattr__(model, _ATTR, controller)
-    if thresholds is not None:
-        controller.set_thresholds(thresholds)
     return controller
 
 
