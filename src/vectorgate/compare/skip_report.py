@@ -24,7 +24,7 @@ from vectorgate.compare.stats import paired_t, t_interval
 
 __all__ = ["skip_table", "write_skip_markdown", "write_skip_plots"]
 
-DEFAULT_REFERENCE = "vectorgate[skip_budget=0.5]"
+DEFAULT_REFERENCES = ("vectorgate[skip_budget=0]", "vectorgate[skip_budget=0.5]")
 
 
 def skip_table(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -57,12 +57,21 @@ def _paired_cell(a: dict[int, float], b: dict[int, float], higher_is_better: boo
     return f"{r.diff:+.4f} ± {_fmt(r.half_width)}, p={_p(r.p)}: {_verdict(r, higher_is_better)}"
 
 
+def _share(a: dict[int, float], b: dict[int, float]) -> str:
+    """Mean over paired seeds of a / b, with its 95% t interval, as a percentage."""
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return "n/a"
+    mean, half = t_interval([a[s] / b[s] for s in seeds])
+    return f"{mean:.1%} ± {_fmt(100 * half, 1)} pt"
+
+
 def write_skip_markdown(
     runs: Sequence[dict[str, Any]],
     path: str | os.PathLike,
     *,
     plots: dict[str, str] | None = None,
-    reference: str = DEFAULT_REFERENCE,
+    references: Sequence[str] = DEFAULT_REFERENCES,
     headline: float = 0.5,
     note: str | None = None,
 ) -> str:
@@ -82,7 +91,8 @@ def write_skip_markdown(
               "Fewer than 5 seeds make no claim, whatever the test says.", ""]
     for task, t in tables.items():
         hib = t["higher_is_better"]
-        arms = sorted(t["arms"], key=lambda a: (a != reference, a))
+        refs = [r for r in references if r in t["arms"]]
+        arms = sorted(t["arms"], key=lambda a: (a not in refs, refs.index(a) if a in refs else 0, a))
         lines += [f"## {task} ({t['metric']}, {'higher' if hib else 'lower'} is better)", ""]
         if plots and task in plots:
             lines += [f"![{task}]({plots[task]})", ""]
@@ -102,22 +112,22 @@ def write_skip_markdown(
                 cells.append(f"{_mean_ci(cell['metric'])} ({achieved:.0%}, n={len(cell['metric'])})")
             lines.append(f"| {tg:.0%} | " + " | ".join(cells) + " |")
         lines.append("")
-        cell_ref = t["arms"].get(reference, {}).get(headline)
         lines += [f"At {headline:.0%} target skip, paired by seed:", "",
-                  f"| arm | {t['metric']} | vs dense plain | share of dense plain | vs {reference} |", "|---|---|---|---|---|"]
+                  f"| arm | {t['metric']} | vs dense plain | share of dense plain | share of own dense (0% skip) | "
+                  + " | ".join(f"vs {r}" for r in refs) + " |", "|---|---|---|---|---|" + "---|" * len(refs)]
         for a in arms:
             cell = t["arms"][a].get(headline)
             if not cell:
                 continue
             m = cell["metric"]
             vs_dense = _paired_cell(m, t["dense"], hib)
-            share = "n/a"
-            seeds = sorted(set(m) & set(t["dense"]))
-            if seeds and hib:
-                mean, half = t_interval([m[s] / t["dense"][s] for s in seeds])
-                share = f"{mean:.1%} ± {_fmt(100 * half, 1)} pt"
-            vs_ref = "" if a == reference or not cell_ref else _paired_cell(m, cell_ref["metric"], hib)
-            lines.append(f"| {a} | {_mean_ci(m)} | {vs_dense} | {share} | {vs_ref} |")
+            share = _share(m, t["dense"]) if hib else "n/a"
+            own = _share(m, t["arms"][a].get(0.0, {}).get("metric", {})) if hib else "n/a"
+            vs_refs = []
+            for r in refs:
+                cell_ref = t["arms"][r].get(headline)
+                vs_refs.append("" if a == r or not cell_ref else _paired_cell(m, cell_ref["metric"], hib))
+            lines.append(f"| {a} | {_mean_ci(m)} | {vs_dense} | {share} | {own} | " + " | ".join(vs_refs) + " |")
         lines.append("")
     text = "\n".join(lines)
     pathlib.Path(path).write_text(text)
@@ -165,7 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=pathlib.Path, help="folder of runs*.jsonl (or one .jsonl file)")
     parser.add_argument("--markdown", type=pathlib.Path, required=True, help="where to write the report")
-    parser.add_argument("--reference", default=DEFAULT_REFERENCE, help=f"arm the others are compared with (default {DEFAULT_REFERENCE})")
+    parser.add_argument("--references", nargs="+", default=list(DEFAULT_REFERENCES),
+                        help=f"arms every other arm is compared with (default {' '.join(DEFAULT_REFERENCES)})")
     parser.add_argument("--note", help="a line added to the report's header")
     args = parser.parse_args(argv)
     runs = load_runs(args.runs)
@@ -174,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     plots_dir = args.runs if args.runs.is_dir() else args.runs.parent
     images = write_skip_plots(runs, plots_dir)
     rel = {task: os.path.relpath(p, args.markdown.parent) for task, p in images.items()}
-    write_skip_markdown(runs, args.markdown, plots=rel, reference=args.reference, note=args.note)
+    write_skip_markdown(runs, args.markdown, plots=rel, references=args.references, note=args.note)
     print(f"wrote {args.markdown} and {', '.join(images.values())}")
     return 0
 
