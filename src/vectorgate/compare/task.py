@@ -55,6 +55,7 @@ class Task:
         """Resize for ``--quick`` (tiny, for tests) or ``--scale`` (steps times ``scale``)."""
         if quick:
             self.steps, self.batch_size, self.eval_points = 3, 4, 2
+            self.skip_eval_ratios = (0.0, 0.3, 0.7)
         elif scale != 1.0:
             self.steps = max(1, round(self.steps * scale))
 
