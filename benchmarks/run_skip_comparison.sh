@@ -13,7 +13,7 @@
 # Two processes of one torch thread fill docs/results/skip/ through their own shard;
 # rerunning resumes. Each run with a skip_budget key is scored at every skip ratio after
 # training (thresholds calibrated on held-out data, see docs/skipping.md). On a 2-core x86_64
-# CPU the runs took about 1 h 25 min (03:03 to 04:30 UTC, 2026-11-29), in four processes.
+# CPU the 94 runs took 1 h 35 min (03:03 to 04:38 UTC, 2026-11-29), in four processes.
 #
 # Usage: benchmarks/run_skip_comparison.sh [extra args for every `vectorgate compare`, e.g. --scale 3 --device cuda]
 set -euo pipefail
