@@ -72,3 +72,15 @@ def test_skip_report_refuses_runs_without_curves(tmp_path):
     (tmp_path / "runs.jsonl").write_text(json.dumps(_record("plain", 0, 0.8, name="plain")) + "\n")
     with pytest.raises(SystemExit, match="no run"):
         report_main([str(tmp_path), "--markdown", str(tmp_path / "out.md")])
+
+
+def test_a_budget_arm_on_a_task_without_calibration_data_fails_before_training(tmp_path):
+    from vectorgate.compare.runner import run_one
+    from vectorgate.compare.task import Task
+
+    class NoSkipTask(Task):
+        def build_model(self, spec, seed):  # pragma: no cover - must not be reached
+            raise AssertionError("trained although the task cannot skip")
+
+    with pytest.raises(NotImplementedError, match="does not support token skipping"):
+        run_one(NoSkipTask(name="noskip"), parse_variant("vectorgate[skip_budget=0.5]"), 0)

@@ -57,6 +57,8 @@ def run_one(task: Task, spec: VariantSpec, seed: int) -> dict[str, Any]:
         trainable/total parameters, wall time, whether the loss went non-finite, and the
         gates' curvature at the end (VectorGate variants).
     """
+    # Before anything is built: a task that cannot skip fails fast.
+    calibration = task.calibration_batches() if spec.skip_budget is not None else None
     torch.manual_seed(seed)
     if hasattr(task, "last_correct"):
         task.last_correct = None
@@ -105,7 +107,7 @@ def run_one(task: Task, spec: VariantSpec, seed: int) -> dict[str, Any]:
     if budget is not None:
         budget.remove()
         if not diverged_at:
-            skip_curve = _skip_curve(task, model)
+            skip_curve = _skip_curve(task, model, calibration)
     # Which held-out examples the final evaluation got right (tasks that keep it), as "0"/"1":
     # paired tests across arms on the same examples (McNemar).
     last = getattr(task, "last_correct", None)
@@ -138,7 +140,7 @@ def run_one(task: Task, spec: VariantSpec, seed: int) -> dict[str, Any]:
     }
 
 
-def _skip_curve(task: Task, model: nn.Module) -> list[list[float]]:
+def _skip_curve(task: Task, model: nn.Module, batches: list[Any]) -> list[list[float]]:
     """``[target, achieved, metric]`` at each of the task's skip ratios.
 
     Thresholds are calibrated on the task's calibration batches (held out from the
@@ -147,7 +149,6 @@ def _skip_curve(task: Task, model: nn.Module) -> list[list[float]]:
     """
     model.eval()
     controller = enable_skipping(model)
-    batches = task.calibration_batches()
     curve = []
     try:
         for ratio in task.skip_eval_ratios:
