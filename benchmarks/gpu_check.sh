@@ -11,6 +11,7 @@ set -u
 OUT=${OUT:-gpu-check-out}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error  # the bundled MiniLM for the skip benchmark; no hub
 PY=${PYTHON:-python}
 SUMMARY="$OUT/summary.txt"
 : > "$SUMMARY"
@@ -40,5 +41,8 @@ step profile 40 "$PY" -m vectorgate.bench.profile 32768 1024 bfloat16
 #    eager + compiled (compiles three models).
 step bench_model_eager 60 "$PY" benchmarks/bench.py --device cuda --what model --model-size base --no-compile --out "$OUT/bench_model_eager.json"
 step bench_model_all 170 "$PY" benchmarks/bench.py --device cuda --what model --model-size base --out "$OUT/bench_model_all.json"
+
+# 5. Token skipping (vectorgate.skip) at inference: dense vs skipping 30/50/70% of MLP tokens.
+step skip_speed 60 "$PY" benchmarks/skip_speed.py --device cuda --models minilm vit_s --batch-size 64 --output "$OUT/skip_speed.json"
 
 cat "$SUMMARY"

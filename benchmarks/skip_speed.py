@@ -73,8 +73,20 @@ def _call(model: nn.Module, batch: Any) -> Any:
     return model(**batch) if isinstance(batch, dict) else model(batch)
 
 
-def measure(model: nn.Module, calib: list[Any], timed: Any, ratios: list[float], rounds: int) -> list[dict[str, Any]]:
+def _to(batch: Any, device: str) -> Any:
+    return {k: v.to(device) for k, v in batch.items()} if isinstance(batch, dict) else batch.to(device)
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def measure(model: nn.Module, calib: list[Any], timed: Any, ratios: list[float], rounds: int,
+            device: str = "cpu") -> list[dict[str, Any]]:
     """Time the plain model, the gated model dense and skipping at each ratio (interleaved rounds)."""
+    model = model.to(device)
+    calib, timed = [_to(b, device) for b in calib], _to(timed, device)
     plain = copy.deepcopy(model).eval()
     torch.manual_seed(0)
     gated = vectorgate.patch(model, init="random", init_curvature=1.0).eval()
@@ -94,8 +106,10 @@ def measure(model: nn.Module, calib: list[Any], timed: Any, ratios: list[float],
             for name, m, th in configs:
                 if m is gated:
                     controller.set_thresholds(th if th is not None else float("-inf"))
+                _sync(device)
                 start = time.perf_counter()
                 _call(m, timed)
+                _sync(device)
                 elapsed = time.perf_counter() - start
                 if rnd:
                     times[name].append(elapsed)
@@ -117,6 +131,7 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.3, 0.5, 0.7])
     parser.add_argument("--models", nargs="+", default=["minilm", "vit_s", "vit_mnist"], choices=["minilm", "vit_s", "vit_mnist"])
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu); cuda syncs around each timed call")
     parser.add_argument("--output", type=pathlib.Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -126,11 +141,12 @@ def main() -> int:
         "vit_s": lambda: _timm_vit(min(args.batch_size, 8), small=False),
         "vit_mnist": lambda: _timm_vit(args.batch_size * 8, small=True),
     }
-    machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, {args.threads} torch threads, torch {torch.__version__}"
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{os.cpu_count()} CPU cores, {args.threads} torch threads"
+    machine = f"{platform.machine()}, {where}, torch {torch.__version__}"
     results = {"machine": machine, "rounds": args.rounds, "models": []}
     for key in args.models:
         model, calib, timed, label = builders[key]()
-        rows = measure(model, calib, timed, args.ratios, args.rounds)
+        rows = measure(model, calib, timed, args.ratios, args.rounds, args.device)
         results["models"].append({"model": label, "rows": rows})
         print(f"\n{label}  ({machine}, median of {args.rounds} interleaved rounds)")
         print("| config | median ms | MLP tokens skipped | speedup vs gated dense | speedup vs plain |")
