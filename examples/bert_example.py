@@ -31,7 +31,6 @@ import torch
 from torch import nn
 
 from vectorgate.assets import load_rotten_tomatoes, minilm_path, split_indices
-from vectorgate.inspect import write_report
 from vectorgate.io import save_gates
 from vectorgate.patching import (
     count_parameters,
@@ -40,6 +39,7 @@ from vectorgate.patching import (
     param_groups,
     patch,
 )
+from vectorgate.report import write_report
 
 SPLIT_SEED = 1234  # the train/val/test split is fixed, whatever --seed is
 SPLIT = (0.8, 0.1, 0.1)

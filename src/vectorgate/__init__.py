@@ -9,7 +9,7 @@ from vectorgate import distributed, inspect, skip, stability, variants
 from vectorgate.base import ResidualGate
 from vectorgate.functional import exp_gated_residual, gated_residual
 from vectorgate.gate import GateOutput, VectorGate
-from vectorgate.inspect import GateRecorder, GateStats, write_report
+from vectorgate.inspect import GateRecorder, GateStats
 from vectorgate.io import load_gates, save_gates
 from vectorgate.patching import (
     gates,
@@ -21,6 +21,7 @@ from vectorgate.patching import (
     reset_gates,
     unpatch,
 )
+from vectorgate.report import write_report
 from vectorgate.residual import GatedResidual
 from vectorgate.skip import SkipBudget, calibrate_skipping, disable_skipping, enable_skipping
 from vectorgate.stability import NonFiniteError, UnstableGateWarning, check_gates

@@ -20,29 +20,14 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from vectorgate._figures import new_figure as _figure
+from vectorgate._figures import save_figure as _save
 from vectorgate.inspect import GateStats, short_names
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = ["plot_curvature", "plot_s_distribution", "plot_token_beta"]
-
-
-def _figure(width: float, height: float) -> Figure:
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as err:
-        raise ImportError(
-            "vectorgate's plots need matplotlib: `pip install vectorgate[plot]`"
-        ) from err
-    return Figure(figsize=(width, height), layout="constrained")
-
-
-def _save(fig: Figure, path: str | pathlib.Path) -> Figure:
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
-    return fig
 
 
 def _layer_and_site(label: str) -> tuple[int | None, str]:

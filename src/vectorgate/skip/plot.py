@@ -49,9 +49,9 @@ def site_labels(names: Sequence[str]) -> list[str]:
 
 
 def _new_axes(width: float, height: float) -> Axes:
-    from vectorgate.plotting import _figure
+    from vectorgate._figures import new_figure
 
-    return _figure(width, height).add_subplot()
+    return new_figure(width, height).add_subplot()
 
 
 def _percent(share: float) -> str:

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
 from vectorgate.base import ResidualGate
 
-if TYPE_CHECKING:
-    from vectorgate.skip.control import SkipController
-
 __all__ = ["SkipSite"]
+
+
+class _Controller(Protocol):
+    """What a site reads from its :class:`vectorgate.skip.SkipController`."""
+
+    recording: bool
+
+    def real_tokens(self, shape: Any) -> Tensor | None: ...
 
 
 class SkipSite:
@@ -32,7 +37,7 @@ class SkipSite:
             the controller has a token mask).
     """
 
-    def __init__(self, name: str, gate: ResidualGate, controller: SkipController) -> None:
+    def __init__(self, name: str, gate: ResidualGate, controller: _Controller) -> None:
         self.name, self.gate = name, gate
         self.threshold = -math.inf
         self.controller = controller
