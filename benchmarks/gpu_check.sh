@@ -35,7 +35,7 @@ step bench_op_bf16 100 "$PY" benchmarks/bench.py --device cuda --what op --out "
 step bench_op_fp32 40 "$PY" benchmarks/bench.py --device cuda --what op --dtype float32 --shapes 32768x1024 --out "$OUT/bench_op_fp32.json"
 
 # 3. Where the time goes at the target shape: per-kernel time vs copy bandwidth.
-step profile 40 "$PY" -m vectorgate.bench.profile 32768 1024 bfloat16
+step profile 40 "$PY" -m vectorgate.bench.kernel_profile 32768 1024 bfloat16
 
 # 4. BERT-base training step (batch 32x256, bf16 autocast): eager first (always fits), then
 #    eager + compiled (compiles three models).

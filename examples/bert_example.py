@@ -30,16 +30,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from vectorgate import write_report
 from vectorgate.assets import load_rotten_tomatoes, minilm_path, split_indices
-from vectorgate.io import save_gates
 from vectorgate.patching import (
     count_parameters,
     gates,
     mark_only_gates_trainable,
     param_groups,
     patch,
+    save_gates,
 )
-from vectorgate.report import write_report
 
 SPLIT_SEED = 1234  # the train/val/test split is fixed, whatever --seed is
 SPLIT = (0.8, 0.1, 0.1)
@@ -291,7 +291,7 @@ def verdict(plain_correct: torch.Tensor, gated_correct: torch.Tensor) -> dict[st
 @torch.no_grad()
 def gate_movement(model: nn.Module, data: Batches, idx: torch.Tensor, batch_size: int) -> dict[str, float]:
     """How far the trained gates are from the identity on real text: range of beta, mean |s|, mean |c|."""
-    from vectorgate.inspect import GateRecorder
+    from vectorgate.recorder import GateRecorder
 
     model.eval()
     recorder = GateRecorder(model)

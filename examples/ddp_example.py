@@ -44,7 +44,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--init-curvature", type=float, default=None, help="initial c (default: the init's own, 1 or 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("outputs/ddp_example"),
-                   help="rank 0 writes the gates here (gates.safetensors + vectorgate_config.json)")
+                   help="rank 0 writes the gates here (a weights file + vectorgate_config.json)")
     args = p.parse_args(argv)
     if min(args.steps, args.global_batch_size, args.dim, args.depth) < 1:
         p.error("--steps, --global-batch-size, --dim and --depth must be positive")

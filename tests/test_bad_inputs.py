@@ -364,8 +364,7 @@ def _assert_unchanged(model: nn.Module, before: dict) -> None:
 @pytest.fixture
 def saved_gates(tmp_path):
     """A tiny BERT patched with live gates, saved to ``tmp_path / "gates"``."""
-    from vectorgate.io import save_gates
-    from vectorgate.patching import gates, patch
+    from vectorgate.patching import gates, patch, save_gates
 
     model = patch(_tiny(), init="random", init_curvature=0.2)
     with torch.no_grad():
@@ -407,7 +406,7 @@ def test_patch_with_a_bad_gate_argument_leaves_the_model_alone():
 
 
 def test_save_gates_of_an_unpatched_model_writes_nothing(tmp_path):
-    from vectorgate.io import save_gates
+    from vectorgate.patching import save_gates
 
     with pytest.raises(ValueError, match="not patched by vectorgate: nothing to save"):
         save_gates(_tiny(), tmp_path / "out")
@@ -417,10 +416,11 @@ def test_save_gates_of_an_unpatched_model_writes_nothing(tmp_path):
 def test_save_gates_crash_mid_write_keeps_the_previous_file(saved_gates, monkeypatch):
     import safetensors.torch
 
-    from vectorgate.io import WEIGHTS_NAME, save_gates
-    from vectorgate.patching import patch
+    from vectorgate.patching import patch, save_gates
+    from vectorgate.patching.files import weights_path
 
-    old = (saved_gates / WEIGHTS_NAME).read_bytes()
+    weights = weights_path(saved_gates)
+    old = weights.read_bytes()
 
     def crash(tensors, path, metadata=None):  # writes half a file, then dies
         with open(path, "wb") as fh:
@@ -430,28 +430,28 @@ def test_save_gates_crash_mid_write_keeps_the_previous_file(saved_gates, monkeyp
     monkeypatch.setattr(safetensors.torch, "save_file", crash)
     with pytest.raises(OSError, match="disk full"):
         save_gates(patch(_tiny(), init="random", init_curvature=0.7), saved_gates)
-    assert (saved_gates / WEIGHTS_NAME).read_bytes() == old
+    assert weights_path(saved_gates) == weights and weights.read_bytes() == old  # the old pair is intact
     assert sorted(p.name for p in saved_gates.iterdir()) == sorted(
-        ["gates.safetensors", "vectorgate_config.json"]
+        [weights.name, "vectorgate_config.json"]
     )  # no temporary file left behind
 
 
 def test_load_gates_round_trip_is_bit_exact(saved_gates):
-    from vectorgate.io import load_gates
-    from vectorgate.patching import gates
+    from vectorgate.patching import gates, load_gates
 
     model = load_gates(_tiny(), saved_gates)
     import safetensors.torch
 
-    saved = safetensors.torch.load_file(str(saved_gates / "gates.safetensors"))
+    from vectorgate.patching.files import weights_path
+
+    saved = safetensors.torch.load_file(str(weights_path(saved_gates)))
     loaded = {f"{n}.{k}": v for n, g in gates(model) for k, v in g.state_dict().items()}
     assert loaded.keys() == saved.keys()
     assert all(torch.equal(loaded[k], saved[k]) for k in saved)
 
 
 def test_load_gates_from_another_model_size(saved_gates):
-    from vectorgate.io import load_gates
-    from vectorgate.patching import is_patched
+    from vectorgate.patching import is_patched, load_gates
 
     model = _tiny(hidden_size=48, intermediate_size=96)
     before = _snapshot(model)
@@ -462,8 +462,7 @@ def test_load_gates_from_another_model_size(saved_gates):
 
 
 def test_load_gates_from_another_model_family(saved_gates):
-    from vectorgate.io import load_gates
-    from vectorgate.patching import is_patched
+    from vectorgate.patching import is_patched, load_gates
 
     model = _tiny("gpt2")
     before = _snapshot(model)
@@ -474,8 +473,7 @@ def test_load_gates_from_another_model_family(saved_gates):
 
 
 def test_load_gates_into_a_model_patched_differently_keeps_its_gates(saved_gates):
-    from vectorgate.io import load_gates
-    from vectorgate.patching import patch
+    from vectorgate.patching import load_gates, patch
 
     model = patch(_tiny(), sites=["mlp"], init="random", init_curvature=0.3)
     before = _snapshot(model)
@@ -485,12 +483,13 @@ def test_load_gates_into_a_model_patched_differently_keeps_its_gates(saved_gates
 
 
 def test_load_gates_with_a_missing_weights_file(saved_gates):
-    from vectorgate.io import load_gates
+    from vectorgate.patching import load_gates
+    from vectorgate.patching.files import weights_path
 
-    (saved_gates / "gates.safetensors").unlink()
+    weights_path(saved_gates).unlink()
     model = _tiny()
     before = _snapshot(model)
-    with pytest.raises(FileNotFoundError, match=r"no gates\.safetensors in"):
+    with pytest.raises(FileNotFoundError, match=r"no gates-[0-9a-f]{16}\.safetensors in"):
         load_gates(model, saved_gates)
     _assert_unchanged(model, before)
 
@@ -498,14 +497,15 @@ def test_load_gates_with_a_missing_weights_file(saved_gates):
 def test_load_gates_from_a_config_of_a_newer_format(saved_gates):
     import json
 
-    from vectorgate.io import CONFIG_NAME, load_gates
+    from vectorgate.patching import load_gates
+    from vectorgate.patching.files import CONFIG_NAME
 
     path = saved_gates / CONFIG_NAME
     config = json.loads(path.read_text())
-    path.write_text(json.dumps({**config, "format_version": 2, "vectorgate_version": "9.0.0"}))
+    path.write_text(json.dumps({**config, "format_version": 3, "vectorgate_version": "9.0.0"}))
     model = _tiny()
     before = _snapshot(model)
-    with pytest.raises(ValueError, match="has format_version 2; this vectorgate reads 1"):
+    with pytest.raises(ValueError, match=r"has format_version 3; this vectorgate reads 1 and 2 \(written by vectorgate 9.0.0\)"):
         load_gates(model, saved_gates)
     _assert_unchanged(model, before)
 
@@ -513,14 +513,13 @@ def test_load_gates_from_a_config_of_a_newer_format(saved_gates):
 def test_load_gates_with_a_tensor_of_the_wrong_shape(saved_gates):
     import safetensors.torch
 
-    from vectorgate.io import WEIGHTS_NAME, load_gates
-    from vectorgate.patching import is_patched
+    from vectorgate.patching import is_patched, load_gates
+    from vectorgate.patching.files import weights_path
 
-    path = saved_gates / WEIGHTS_NAME
-    tensors = safetensors.torch.load_file(str(path))
+    tensors = safetensors.torch.load_file(str(weights_path(saved_gates)))
     key = next(k for k in tensors if k.endswith("curvature"))
     tensors[key] = torch.zeros(3)
-    safetensors.torch.save_file(tensors, str(path))
+    _rewrite_weights(saved_gates, tensors)
     model = _tiny()
     before = _snapshot(model)
     with pytest.raises(ValueError, match=rf"wrong shape \['{key}'\]"):
@@ -529,21 +528,43 @@ def test_load_gates_with_a_tensor_of_the_wrong_shape(saved_gates):
     assert not is_patched(model)
 
 
+def _rewrite_weights(directory, tensors) -> None:
+    """Replace the weights and their recorded hash, as a buggy writer would (the hash check passes)."""
+    import hashlib
+    import json
+
+    import safetensors.torch
+
+    from vectorgate.patching.files import CONFIG_NAME, weights_path
+
+    path = weights_path(directory)
+    safetensors.torch.save_file(tensors, str(path))
+    config = json.loads((directory / CONFIG_NAME).read_text())
+    config["weights_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (directory / CONFIG_NAME).write_text(json.dumps(config))
+
+
 CORRUPTIONS = {
-    "truncated-weights": ("gates.safetensors", lambda b: b[: len(b) // 2]),
-    "garbage-weights": ("gates.safetensors", lambda b: b"not a safetensors file"),
+    "truncated-weights": ("weights", lambda b: b[: len(b) // 2]),
+    "garbage-weights": ("weights", lambda b: b"not a safetensors file"),
     "garbage-config": ("vectorgate_config.json", lambda b: b"{not json"),
 }
 
 
-@pytest.mark.parametrize("corruption", list(CORRUPTIONS))
-def test_corrupted_gate_files_raise_and_leave_the_model_alone(saved_gates, corruption):
-    from vectorgate.io import load_gates
-    from vectorgate.patching import is_patched
+def _corrupt(directory, corruption: str) -> str:
+    from vectorgate.patching.files import weights_path
 
     name, corrupt = CORRUPTIONS[corruption]
-    path = saved_gates / name
+    path = weights_path(directory) if name == "weights" else directory / name
     path.write_bytes(corrupt(path.read_bytes()))
+    return path.name
+
+
+@pytest.mark.parametrize("corruption", list(CORRUPTIONS))
+def test_corrupted_gate_files_raise_and_leave_the_model_alone(saved_gates, corruption):
+    from vectorgate.patching import is_patched, load_gates
+
+    _corrupt(saved_gates, corruption)
     model = _tiny()
     before = _snapshot(model)
     with pytest.raises(Exception):  # noqa: B017 - see the message test below for what is raised
@@ -554,11 +575,9 @@ def test_corrupted_gate_files_raise_and_leave_the_model_alone(saved_gates, corru
 
 @pytest.mark.parametrize("corruption", list(CORRUPTIONS))
 def test_corrupted_gate_files_error_names_the_file(saved_gates, corruption):
-    from vectorgate.io import load_gates
+    from vectorgate.patching import load_gates
 
-    name, corrupt = CORRUPTIONS[corruption]
-    path = saved_gates / name
-    path.write_bytes(corrupt(path.read_bytes()))
+    name = _corrupt(saved_gates, corruption)
     with pytest.raises(ValueError, match=name):
         load_gates(_tiny(), saved_gates)
 
@@ -574,16 +593,15 @@ def test_compare_with_an_unknown_variant_is_an_error(tmp_path, capsys):
 
 
 def test_gate_file_holding_nan_is_refused_and_model_left_alone(saved_gates):
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
-    from vectorgate.io import load_gates
-    from vectorgate.patching import is_patched
+    from vectorgate.patching import is_patched, load_gates
+    from vectorgate.patching.files import weights_path
 
-    path = saved_gates / "gates.safetensors"
-    tensors = load_file(str(path))
+    tensors = load_file(str(weights_path(saved_gates)))
     name = sorted(k for k in tensors if k.endswith("curvature"))[0]
     tensors[name][0] = float("nan")
-    save_file(tensors, str(path))
+    _rewrite_weights(saved_gates, tensors)
     model = _tiny()
     with pytest.raises(ValueError, match=r"non-finite \(NaN/Inf\) values in: .*curvature"):
         load_gates(model, saved_gates)

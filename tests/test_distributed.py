@@ -116,8 +116,7 @@ def test_ddp_and_fsdp_agree(distributed_run):
 
 
 def test_save_gates_from_rank0_under_fsdp(distributed_run, worker):
-    from vectorgate.io import load_gates
-    from vectorgate.patching import gates
+    from vectorgate.patching import gates, load_gates
 
     results, gate_dir = distributed_run
     trained = results["fsdp-gates"]  # the mode run last, whose gates were saved

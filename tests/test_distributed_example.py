@@ -13,8 +13,7 @@ pytest.importorskip("safetensors")
 
 
 def test_ddp_example_single_process_trains_gates_and_saves_loadable_gates(tmp_path, monkeypatch):
-    from vectorgate.io import load_gates
-    from vectorgate.patching import gates, unpatch
+    from vectorgate.patching import gates, load_gates, unpatch
 
     monkeypatch.delenv("RANK", raising=False)  # not under torchrun
     example = load_example("ddp_example.py")

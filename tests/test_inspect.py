@@ -12,7 +12,7 @@ from torch import nn
 
 from vectorgate import GatedResidual, VectorGate
 from vectorgate.base import ResidualGate
-from vectorgate.inspect import HIST_BINS, GateRecorder, short_names
+from vectorgate.recorder import HIST_BINS, GateRecorder, short_names
 
 DIM = 8
 

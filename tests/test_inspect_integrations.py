@@ -8,11 +8,14 @@ import json
 import pytest
 import torch
 
-from vectorgate.inspect import GateRecorder
+from vectorgate.recorder import GateRecorder
 
 transformers = pytest.importorskip("transformers")
-from vectorgate.io import save_gates  # noqa: E402
-from vectorgate.patching import gates, patch  # noqa: E402
+from vectorgate.patching import (  # noqa: E402
+    gates,
+    patch,
+    save_gates,
+)
 
 SENTENCES = ["A gripping, beautifully acted film.", "Dull.", "Too long by half, and never funny."]
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from vectorgate import GatedResidual
-from vectorgate.inspect import GateRecorder
+from vectorgate.recorder import GateRecorder
 
 pytest.importorskip("matplotlib")
 from vectorgate import plotting

@@ -12,8 +12,22 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("safetensors")
 
 from vectorgate.integrations.transformers import from_pretrained_patched, save_pretrained  # noqa: E402
-from vectorgate.io import CONFIG_NAME, WEIGHTS_NAME, load_gates, save_gates  # noqa: E402
-from vectorgate.patching import gates, is_patched, patch  # noqa: E402
+from vectorgate.patching import gates, is_patched, load_gates, patch, save_gates  # noqa: E402
+from vectorgate.patching.files import CONFIG_NAME, weights_path  # noqa: E402
+
+
+def _as_format_1(directory, version: str = "0.2.0") -> dict:
+    """Rewrite a gate directory as vectorgate 0.2 wrote it (format 1: fixed gates.safetensors,
+    flat config keys, no hash); returns the config dict it wrote."""
+    new = json.loads((directory / CONFIG_NAME).read_text())
+    weights_path(directory).rename(directory / "gates.safetensors")
+    config = {
+        "format_version": 1, "vectorgate_version": version, **{k: new["config"][k] for k in
+        ("family", "variant", "sites", "layers", "gate_kwargs", "modules_to_save")},
+        **{k: new[k] for k in ("layer_names", "dims", "model_class", "num_parameters", "extra_tensors")},
+    }
+    (directory / CONFIG_NAME).write_text(json.dumps(config))
+    return config
 
 
 def _train_gates_a_little(model) -> None:
@@ -49,11 +63,12 @@ def test_round_trip_on_a_fresh_minilm_is_bit_exact(tmp_path, minilm_classifier, 
     assert torch.equal(_logits(fresh, minilm_batch), expected)
     assert [n for n, _ in gates(fresh)] == [n for n, _ in gates(model)]
 
-    config = json.loads((tmp_path / CONFIG_NAME).read_text())
+    saved = json.loads((tmp_path / CONFIG_NAME).read_text())
+    config = saved["config"]
     assert config["family"] == "bert" and config["sites"] == ["mlp"] and config["layers"] == [1, 3]
     assert config["gate_kwargs"] == {"rank": 8, "init": "random"}
-    assert config["dims"] == {"bert.encoder.layer.1.output.gate": 384, "bert.encoder.layer.3.output.gate": 384}
-    assert sorted(p.name for p in tmp_path.iterdir()) == [WEIGHTS_NAME, CONFIG_NAME]  # no temp files left
+    assert saved["dims"] == {"bert.encoder.layer.1.output.gate": 384, "bert.encoder.layer.3.output.gate": 384}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([weights_path(tmp_path).name, CONFIG_NAME])  # no temp files
 
 
 def test_load_into_an_already_patched_model(tmp_path):
@@ -107,7 +122,8 @@ def test_save_replaces_previous_files_atomically(tmp_path):
     load_gates(fresh, tmp_path)
     for (_, a), (_, b) in zip(gates(fresh), gates(model), strict=True):
         assert torch.equal(a.curvature, b.curvature)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [WEIGHTS_NAME, CONFIG_NAME]
+    # one weights file: the one the config names (the first save's file is gone)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([weights_path(tmp_path).name, CONFIG_NAME])
 
 
 def test_save_pretrained_round_trip_and_what_plain_from_pretrained_does(tmp_path, minilm_classifier, minilm_batch):
@@ -141,8 +157,7 @@ def test_a_v01_gate_file_without_init_still_loads(tmp_path):
         for _, g in gates(model):
             g.curvature.fill_(0.3)
     save_gates(model, tmp_path)
-    config = json.loads((tmp_path / CONFIG_NAME).read_text())
-    config["vectorgate_version"] = "0.1.0"
+    config = _as_format_1(tmp_path, version="0.1.0")
     config["gate_kwargs"] = {"init_curvature": 0.0}
     for key in ("modules_to_save", "extra_tensors"):
         config.pop(key)

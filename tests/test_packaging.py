@@ -5,6 +5,7 @@ from __future__ import annotations
 import pathlib
 import subprocess
 import sys
+import tomllib
 import zipfile
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 import vectorgate
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 
 @pytest.mark.slow
@@ -21,20 +23,21 @@ def test_wheel_builds_with_py_typed_and_entry_point(tmp_path):
         [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(ROOT)],
         check=True, capture_output=True, cwd=tmp_path,
     )
-    (wheel,) = tmp_path.glob("vectorgate-0.2.0-*.whl")
+    (wheel,) = tmp_path.glob(f"vectorgate-{VERSION}-*.whl")
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
-        entry_points = zf.read("vectorgate-0.2.0.dist-info/entry_points.txt").decode()
+        entry_points = zf.read(f"vectorgate-{VERSION}.dist-info/entry_points.txt").decode()
     assert "vectorgate/py.typed" in names
-    assert "vectorgate/gate.py" in names
+    assert {"vectorgate/gate.py", "vectorgate/patching/core.py", "vectorgate/recorder.py"} <= names
     assert not any(n.startswith("tests/") for n in names)
     assert "vectorgate = vectorgate.cli:main" in entry_points
 
 
 def test_version_and_public_api():
-    assert vectorgate.__version__ == "0.2.0"
+    assert vectorgate.__version__ == VERSION
     for name in ("VectorGate", "GatedResidual", "gated_residual", "exp_gated_residual", "GateOutput",
-                 "GatedBertOutput", "patch", "gates", "save_gates", "load_gates", "mark_only_gates_trainable", "make_gate_adapter"):
+                 "GatedBertOutput", "patch", "gates", "save_gates", "load_gates", "mark_only_gates_trainable",
+                 "make_gate_adapter", "GateConfig", "gate_config", "count_parameters", "write_report"):
         assert name in vectorgate.__all__ and hasattr(vectorgate, name)
 
 
@@ -43,3 +46,12 @@ def test_console_script_runs():
         [sys.executable, "-m", "vectorgate.cli", "demo", "--dim", "4"], check=True, capture_output=True, text=True
     )
     assert "alpha in [" in out.stdout
+
+
+@pytest.mark.parametrize(("old", "new"), [("inspect", "vectorgate.recorder"), ("io", "vectorgate.patching.files")])
+def test_modules_renamed_in_0_3_are_reachable_with_a_deprecation_warning(old, new):
+    import importlib
+
+    with pytest.warns(DeprecationWarning, match=rf"vectorgate\.{old} is now {new}"):
+        module = getattr(vectorgate, old)
+    assert module is importlib.import_module(new)

@@ -210,7 +210,7 @@ def test_skip_map_of_a_real_model_is_drawn_as_recorded(tiny_bert, minilm_tokeniz
 
 
 def test_write_report_shows_skipping(tiny_bert, minilm_tokenizer, tmp_path):
-    from vectorgate.report import write_report
+    from vectorgate import write_report
 
     ids = minilm_tokenizer(SENTENCES[:2], padding=True, return_tensors="pt")
     with torch.no_grad():
@@ -265,7 +265,7 @@ def test_write_report_shows_skipping(tiny_bert, minilm_tokenizer, tmp_path):
 
 
 def test_write_report_keeps_skipping_the_caller_enabled(tiny_bert, minilm_tokenizer, tmp_path):
-    from vectorgate.report import write_report
+    from vectorgate import write_report
 
     controller = enable_skipping(tiny_bert, thresholds=-math.inf)
     write_report(tiny_bert, minilm_tokenizer, SENTENCES[:3], tmp_path, progress=False, skip_ratio=0.3)
@@ -277,7 +277,7 @@ def test_write_report_keeps_skipping_the_caller_enabled(tiny_bert, minilm_tokeni
 
 
 def test_write_report_skip_ratio_zero_keeps_every_token(tiny_bert, minilm_tokenizer, tmp_path):
-    from vectorgate.report import write_report
+    from vectorgate import write_report
 
     write_report(tiny_bert, minilm_tokenizer, SENTENCES[:2], tmp_path, progress=False, skip_ratio=0.0)
     info = json.loads((tmp_path / "gate_stats.json").read_text())["skipping"]
@@ -290,7 +290,7 @@ def test_write_report_skip_ratio_zero_keeps_every_token(tiny_bert, minilm_tokeni
                                             (float("nan"), "skip_ratio must be"),
                                             (-0.2, "skip_ratio must be")])
 def test_write_report_bad_skip_ratio_raises_before_any_work(tiny_bert, minilm_tokenizer, tmp_path, ratio, message):
-    from vectorgate.report import write_report
+    from vectorgate import write_report
 
     with pytest.raises(ValueError, match=message):
         write_report(tiny_bert, minilm_tokenizer, SENTENCES, tmp_path / "out", skip_ratio=ratio)
@@ -300,7 +300,7 @@ def test_write_report_bad_skip_ratio_raises_before_any_work(tiny_bert, minilm_to
 def test_write_report_model_that_cannot_skip_raises_before_any_work(minilm_tokenizer, tmp_path):
     from transformers import BertConfig, BertModel
 
-    from vectorgate.report import write_report
+    from vectorgate import write_report
 
     model = BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
                                  intermediate_size=64, vocab_size=minilm_tokenizer.vocab_size))
@@ -338,7 +338,7 @@ def test_cli_inspect_not_a_number(capsys):
 
 def test_cli_inspect_skip_ratio_end_to_end(minilm_classifier, tmp_path, capsys):
     from vectorgate.cli import main
-    from vectorgate.io import save_gates
+    from vectorgate.patching import save_gates
 
     vectorgate.patch(minilm_classifier, init="random", init_curvature=1.0)
     gates_dir = save_gates(minilm_classifier, tmp_path / "gates")
@@ -357,7 +357,7 @@ def test_cli_inspect_skip_ratio_end_to_end(minilm_classifier, tmp_path, capsys):
 
 def test_cli_inspect_skip_ratio_on_gates_that_cannot_skip(minilm_classifier, tmp_path):
     from vectorgate.cli import main
-    from vectorgate.io import save_gates
+    from vectorgate.patching import save_gates
 
     vectorgate.patch(minilm_classifier, sites=("attention",))
     gates_dir = save_gates(minilm_classifier, tmp_path / "gates")
@@ -372,6 +372,6 @@ def test_importing_the_plot_module_does_not_need_matplotlib():
     import sys
 
     code = ("import sys; sys.modules['matplotlib'] = None\n"
-            "import vectorgate, vectorgate.skip.plot, vectorgate.inspect\n"
+            "import vectorgate, vectorgate.skip.plot, vectorgate.recorder\n"
             "assert 'matplotlib.figure' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

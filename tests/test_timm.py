@@ -13,8 +13,7 @@ from timm.models.vision_transformer import Block, VisionTransformer
 from vectorgate import VectorGate
 from vectorgate.base import ResidualGate
 from vectorgate.integrations.timm import GatedBlock, gated_block_fn
-from vectorgate.io import load_gates, save_gates
-from vectorgate.patching import gates, patch, patch_state, unpatch
+from vectorgate.patching import gates, load_gates, patch, patch_state, save_gates, unpatch
 from vectorgate.variants import VARIANTS
 
 

@@ -72,7 +72,7 @@ def _full_tensor(t: Tensor) -> Tensor:
 
 
 def save_gates(model: nn.Module, directory: str | os.PathLike) -> pathlib.Path | None:
-    """:func:`vectorgate.io.save_gates` for a model trained under DDP or FSDP2: rank 0 writes.
+    """:func:`vectorgate.save_gates` for a model trained under DDP or FSDP2: rank 0 writes.
 
     Call it on **every** rank: under FSDP2 the gates' shards are gathered first (a
     collective), and all ranks wait at a barrier until rank 0 has written the files, so
@@ -82,13 +82,13 @@ def save_gates(model: nn.Module, directory: str | os.PathLike) -> pathlib.Path |
     Args:
         model: a model patched by :func:`vectorgate.patch`, possibly wrapped in DDP or
             ``torch.compile``, or sharded by ``fully_shard``.
-        directory: where rank 0 writes ``gates.safetensors`` and ``vectorgate_config.json``.
+        directory: where rank 0 writes the gate files (see :func:`vectorgate.save_gates`).
 
     Returns:
         The directory on rank 0, None on the other ranks.
     """
-    from vectorgate.io import save_gates as save_local
-    from vectorgate.patching import gates
+    from vectorgate.discovery import gates
+    from vectorgate.patching.files import save_gates as save_local
 
     inner = unwrap_model(model)
     # (module, attribute name, full tensor) for every gate tensor, gathered in module
@@ -103,7 +103,7 @@ def save_gates(model: nn.Module, directory: str | os.PathLike) -> pathlib.Path |
     ]
     out = None
     if is_main_process():
-        # io.save_gates reads the gates' own state dicts: show it the full tensors for the
+        # save_gates reads the gates' own state dicts: show it the full tensors for the
         # duration of the write, then put the shards back.
         swapped = []
         try:

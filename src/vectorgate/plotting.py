@@ -6,7 +6,7 @@
 
 matplotlib is imported only when a function here runs, and only its object-oriented API
 is used (``Figure`` with the Agg canvas), so the caller's pyplot backend is never touched.
-The inputs come from :class:`vectorgate.inspect.GateRecorder`.
+The inputs come from :class:`vectorgate.recorder.GateRecorder`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from vectorgate._figures import new_figure as _figure
 from vectorgate._figures import save_figure as _save
-from vectorgate.inspect import GateStats, short_names
+from vectorgate.recorder import GateStats, _find_gates, short_names
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -42,8 +42,6 @@ def _layer_and_site(label: str) -> tuple[int | None, str]:
 
 def _curvatures(source: Mapping[str, GateStats] | nn.Module) -> dict[str, Tensor]:
     if isinstance(source, nn.Module):
-        from vectorgate.inspect import _find_gates
-
         gates, _ = _find_gates(source)
         if not gates:
             raise ValueError(f"model {type(source).__name__} contains no VectorGate")

@@ -5,13 +5,15 @@ trains from the first step. A preset is a set of gate keyword arguments with the
 for it, e.g. to reproduce vectorgate 0.1 (``"v0.1"``)::
 
     block = GatedResidual(mlp, 256, **vectorgate.presets.preset("from_scratch"))
-    vectorgate.patch(model, **vectorgate.presets.preset("from_scratch"))
+    vectorgate.patch(model, vectorgate.presets.PRESETS["from_scratch"].config(sites="mlp"))
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from vectorgate.patching.config import GateConfig
 
 __all__ = ["PRESETS", "Preset", "preset"]
 
@@ -29,6 +31,11 @@ class Preset:
     name: str
     gate_kwargs: dict[str, Any] = field(default_factory=dict)
     evidence: str = ""
+
+    def config(self, **fields: Any) -> GateConfig:
+        """A :class:`~vectorgate.GateConfig` with this preset's gate arguments; ``fields`` set the
+        other fields (``sites``, ``layers``, ...) or override single gate arguments."""
+        return GateConfig(**{**self.gate_kwargs, **fields})
 
 
 PRESETS: dict[str, Preset] = {

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from vectorgate.discovery import gates
+
 __all__ = [
     "LOG_AMPLIFICATION_WARN",
     "GateHealth",
@@ -104,12 +106,12 @@ class HealthReport:
 
 
 def _gates(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    # Duck-typed so that every variant with a curvature (VectorGate and its subclasses,
-    # peers that adopt effective_curvature()) is checked, without importing them here.
+    # Every gate with a curvature (VectorGate and its subclasses, peers that adopt
+    # effective_curvature()) is checked.
     return [
-        (name or type(model).__name__, m)
-        for name, m in model.named_modules()
-        if callable(getattr(m, "effective_curvature", None))
+        (name or type(gate).__name__, gate)
+        for name, gate in gates(model)
+        if callable(getattr(gate, "effective_curvature", None))
     ]
 
 

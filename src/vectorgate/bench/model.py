@@ -33,8 +33,9 @@ from dataclasses import asdict, dataclass, replace
 import torch
 from torch import nn
 
-from vectorgate.bench.naive import ensure_registered
+from vectorgate.bench.naive import naive_variant
 from vectorgate.bench.timing import env, interleaved_medians, saved_for_backward, sync, time_once
+from vectorgate.discovery import count_parameters
 
 VARIANTS = ("plain", "naive", "vectorgate")
 
@@ -117,7 +118,8 @@ def _bert(cfg: ModelBenchConfig, variant: str, device: torch.device) -> nn.Modul
     kwargs = _gate_kwargs(cfg, variant)
     name, _, stacked = parse_variant(variant)
     if name == "naive":
-        vectorgate.patch(model, variant=ensure_registered(), **kwargs)
+        with naive_variant() as naive:
+            vectorgate.patch(model, variant=naive, **kwargs)
     elif name != "plain":
         vectorgate.patch(model, **kwargs)
     if stacked:
@@ -259,7 +261,7 @@ def run_model_bench(cfg: ModelBenchConfig, progress: Callable[[str], None] | Non
             "stacked": parse_variant(variant)[2], "mode": mode,
             "step_ms": ms[variant, mode], "first_step_s": first[variant, mode],
             "saved_mib": saved.total_bytes / 2**20, "peak_gib": peak / 2**30,
-            "params_m": sum(p.numel() for p in trainer.model.parameters()) / 1e6,
+            "params_m": count_parameters(trainer.model) / 1e6,
             "gflop": flops[variant] / 1e9,
         })
     plain = {r["mode"]: r for r in rows if r["variant"] == "plain"}

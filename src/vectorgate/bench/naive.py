@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor
 
@@ -35,8 +38,12 @@ class NaiveVectorGate(VectorGate):
         return naive_gated_residual(x, f_x, z, self.effective_curvature(), delta=True)
 
 
-def ensure_registered() -> str:
-    """Register :class:`NaiveVectorGate` as :data:`NAIVE_VARIANT` (once) and return the name."""
-    if NAIVE_VARIANT not in VARIANTS:
-        register_variant(NAIVE_VARIANT, NaiveVectorGate)
-    return NAIVE_VARIANT
+@contextlib.contextmanager
+def naive_variant() -> Iterator[str]:
+    """Register :class:`NaiveVectorGate` as :data:`NAIVE_VARIANT` for the duration of the
+    block (a benchmark baseline, not a variant users should find in the registry)."""
+    register_variant(NAIVE_VARIANT, NaiveVectorGate)
+    try:
+        yield NAIVE_VARIANT
+    finally:
+        VARIANTS.pop(NAIVE_VARIANT, None)

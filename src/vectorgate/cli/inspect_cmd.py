@@ -4,7 +4,7 @@
 
 prints the per-gate summary and writes ``summary.txt``, ``gate_stats.json``,
 ``curvature.png``, ``s_distribution.png`` and ``token_beta.png`` into the output folder
-(see :func:`vectorgate.report.write_report`). With ``--skip-ratio 0.5`` it also shows which
+(see :func:`vectorgate.write_report`). With ``--skip-ratio 0.5`` it also shows which
 tokens each layer would skip at that share (thresholds calibrated on the given text):
 ``skip_map.png``, ``skip_ratios.png`` and the ratios reached per layer in the summary.
 """
@@ -83,15 +83,15 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"--skip-ratio must be a share of tokens in [0, 1), got {args.skip_ratio}")
     texts = _texts(args)
     from vectorgate.assets import minilm_path
-    from vectorgate.io import load_gates, read_gate_config
-    from vectorgate.report import write_report
+    from vectorgate.integrations.transformers.report import write_report
+    from vectorgate.patching import load_gates, read_gate_config
 
     base = minilm_path() if args.base == "minilm" else args.base
     try:
         config = read_gate_config(args.gates)
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"--gates {args.gates}: {err}") from err
-    model, transformers = _load_model(base, config.get("model_class"))
+    model, transformers = _load_model(base, config.model_class)
     tokenizer = transformers.AutoTokenizer.from_pretrained(args.tokenizer or base)
     try:
         load_gates(model, args.gates)

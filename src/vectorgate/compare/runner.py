@@ -17,7 +17,8 @@ from torch import nn
 
 from vectorgate.compare.spec import VariantSpec
 from vectorgate.compare.task import TASKS, Task
-from vectorgate.patching import gates, param_groups
+from vectorgate.discovery import count_parameters, gates
+from vectorgate.patching import param_groups
 from vectorgate.skip import SkipBudget, calibrate_skipping, disable_skipping, enable_skipping
 
 __all__ = ["load_runs", "run_comparison", "run_one"]
@@ -129,8 +130,8 @@ def run_one(task: Task, spec: VariantSpec, seed: int) -> dict[str, Any]:
         "diverged_at": diverged_at,
         "curve": curve,
         "train_loss": losses,
-        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "total_params": sum(p.numel() for p in model.parameters()),
+        "trainable_params": count_parameters(model, trainable_only=True),
+        "total_params": count_parameters(model),
         "time_s": elapsed,
         "curvature": _curvature_stats(model),
         "correct": correct,

@@ -22,9 +22,9 @@ from vectorgate.skip.control import (
     find_skip_sites,
     skip_controller,
 )
+from vectorgate.skip.decision import SkipSite
 from vectorgate.skip.gather import run_on_kept
 from vectorgate.skip.plot import plot_skip_map, plot_skip_ratios
-from vectorgate.skip.site import SkipSite
 
 __all__ = [
     "SkipBudget",

@@ -8,8 +8,8 @@ from typing import Any
 from torch import nn
 
 from vectorgate.patching import Change, GateBranchOutput, SetAttribute
+from vectorgate.skip.decision import SkipSite
 from vectorgate.skip.gather import run_on_kept
-from vectorgate.skip.site import SkipSite
 
 __all__ = ["hooked_branch_skip_changes"]
 

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from vectorgate.base import ResidualGate
 from vectorgate.patching import FAMILIES, Change, patch_state
-from vectorgate.skip.site import SkipSite
+from vectorgate.skip.decision import SkipSite
 
 __all__ = ["SkipController", "disable_skipping", "enable_skipping", "find_skip_sites", "skip_controller"]
 
@@ -109,6 +109,7 @@ class SkipController:
 
     @property
     def thresholds(self) -> dict[str, float]:
+        """Per site, the current skip threshold (``-inf``: every token runs the branch)."""
         return {name: s.threshold for name, s in self.sites.items()}
 
     # -- what happened ------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from vectorgate._checks import check_floating, check_last_dim, check_same_shape
+from vectorgate.discovery import count_parameters
 
 
 def check_pair(x: Tensor, f_x: Tensor, dim: int) -> None:
@@ -23,4 +24,5 @@ def check_dim(dim: object) -> int:
 
 
 def num_parameters(module) -> int:
-    return sum(p.numel() for p in module.parameters())
+    """Number of parameters of ``module`` (see :func:`vectorgate.discovery.count_parameters`)."""
+    return count_parameters(module)

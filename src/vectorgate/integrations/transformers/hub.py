@@ -19,8 +19,7 @@ from typing import Any
 
 from torch import nn
 
-from vectorgate.io import load_gates, save_gates
-from vectorgate.patching import patch_state
+from vectorgate.patching import load_gates, patch_state, save_gates
 
 __all__ = ["from_pretrained_patched", "save_pretrained"]
 

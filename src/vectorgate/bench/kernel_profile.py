@@ -1,6 +1,6 @@
 """Where the time of one gate goes: per-kernel GPU time and achieved bandwidth.
 
-``python -m vectorgate.bench.profile [N D DTYPE]`` profiles one forward+backward of the
+``python -m vectorgate.bench.kernel_profile [N D DTYPE]`` profiles one forward+backward of the
 fused op (given z) and of the naive formula with ``torch.profiler`` and prints, per GPU
 kernel, its time and the bandwidth it reached if it moved ``passes`` tensors of ``N x D``
 (the fused kernels: forward 4, backward 7), to compare with the copy bandwidth.

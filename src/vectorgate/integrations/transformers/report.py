@@ -1,6 +1,6 @@
 """The gate report of a Hugging Face text model: summary, JSON and plots in one call.
 
-It composes the recorder (:mod:`vectorgate.inspect`), the plots (:mod:`vectorgate.plotting`)
+It composes the recorder (:mod:`vectorgate.recorder`), the plots (:mod:`vectorgate.plotting`)
 and, on request, token skipping (:mod:`vectorgate.skip`); the recorder itself knows nothing
 of tokenizers or plots.
 """
@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from vectorgate import plotting
 from vectorgate._figures import save_figure
-from vectorgate.inspect import GateRecorder
+from vectorgate.recorder import GateRecorder
 
 __all__ = ["write_report"]
 

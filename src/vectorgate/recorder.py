@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vectorgate.base import ResidualGate
+from vectorgate.discovery import gates
 from vectorgate.gate import VectorGate
 
 __all__ = [
@@ -293,14 +293,12 @@ def short_names(names: Sequence[str]) -> list[str]:
 
 
 def _find_gates(model: nn.Module) -> tuple[list[tuple[str, VectorGate]], list[str]]:
-    gates: list[tuple[str, VectorGate]] = []
-    skipped: list[str] = []
-    for name, m in model.named_modules():
-        if isinstance(m, VectorGate):
-            gates.append((name or type(m).__name__, m))
-        elif isinstance(m, ResidualGate):
-            skipped.append(name or type(m).__name__)
-    return gates, skipped
+    """The VectorGates of ``model`` and the names of its other residual gates (not recorded)."""
+    found, skipped = [], []
+    for name, gate in gates(model):
+        label = name or type(gate).__name__
+        (found.append((label, gate)) if isinstance(gate, VectorGate) else skipped.append(label))
+    return found, skipped
 
 
 class GateRecorder:
@@ -324,13 +322,13 @@ class GateRecorder:
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
-        gates, self.skipped = _find_gates(model)
-        if not gates:
+        found, self.skipped = _find_gates(model)
+        if not found:
             found = f" (found other residual variants: {', '.join(self.skipped)})" if self.skipped else ""
             raise ValueError(f"model {type(model).__name__} contains no VectorGate to record{found}")
-        self.gates: dict[str, VectorGate] = dict(gates)
+        self.gates: dict[str, VectorGate] = dict(found)
         self.threshold = float(threshold)
-        self._acc = {name: _Accumulator(g.dim, self.threshold) for name, g in gates}
+        self._acc = {name: _Accumulator(g.dim, self.threshold) for name, g in found}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._mask: Tensor | None = None
         self._capturing = False
@@ -513,12 +511,3 @@ class GateRecorder:
             rows.append("NON-FINITE s left out: " + ", ".join(f"{n}: {k}" for n, k in bad.items()))
         return "\n".join(rows)
 
-
-def __getattr__(name: str) -> Any:
-    # write_report moved to vectorgate.report (the recorder no longer imports plots or skipping);
-    # the old import path keeps working.
-    if name == "write_report":
-        import importlib
-
-        return importlib.import_module("vectorgate.report").write_report
-    raise AttributeError(f"module 'vectorgate.inspect' has no attribute {name!r}")

@@ -1,0 +1,190 @@
+"""The Change kit: reversible edits that integrations use to gate a model's residual sites.
+
+:func:`vectorgate.patch` builds every change first and only then applies them, undoing the
+applied ones if anything fails, so a model is either fully patched or left as it was.
+
+- :class:`ReplaceModule`: swap a child module for a gated one (post-LN output modules).
+- :class:`AddModule`: register new children (the gates of a hooked layer).
+- :class:`SetAttribute`: an instance attribute such as a ``forward`` override.
+- :class:`GateBranchOutput`: forward hooks that turn a branch's output ``f`` into the gate's
+  delta ``expm1(s) * x + exp(-s) * f`` (:meth:`ResidualGate.residual_delta`), for hosts that
+  add the residual themselves (``x + f``): the host then computes ``alpha * x + beta * f``
+  and, at the identity init, exactly ``x + f``. The residual stream ``x`` is read either from
+  the branch's own input (post-LN blocks whose branch reads x) or captured by a forward
+  pre-hook on the pre-norm module that reads it, held only until the branch returns.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from vectorgate.base import ResidualGate
+
+__all__ = ["AddModule", "Change", "GateBranchOutput", "ReplaceModule", "SetAttribute"]
+
+
+
+
+class Change:
+    """One reversible edit of a model. :func:`patch` applies a list of them all-or-nothing."""
+
+    def apply(self) -> None:
+        raise NotImplementedError
+
+    def revert(self) -> None:
+        raise NotImplementedError
+
+
+class ReplaceModule(Change):
+    """Replace ``parent.<name>`` by ``new`` (and back on :meth:`revert`)."""
+
+    def __init__(self, parent: nn.Module, name: str, new: nn.Module) -> None:
+        self.parent, self.name, self.new = parent, name, new
+        self.old = getattr(parent, name)
+
+    def apply(self) -> None:
+        setattr(self.parent, self.name, self.new)
+
+    def revert(self) -> None:
+        setattr(self.parent, self.name, self.old)
+
+
+class AddModule(Change):
+    """Register ``module`` as ``parent.<name>`` (a new child: the gates of a hooked layer)."""
+
+    def __init__(self, parent: nn.Module, name: str, module: nn.Module) -> None:
+        if hasattr(parent, name):
+            raise ValueError(
+                f"cannot add the gates as {type(parent).__name__}.{name}: that attribute already exists"
+            )
+        self.parent, self.name, self.module = parent, name, module
+
+    def apply(self) -> None:
+        self.parent.add_module(self.name, self.module)
+
+    def revert(self) -> None:
+        delattr(self.parent, self.name)
+
+
+class SetAttribute(Change):
+    """Set an instance attribute (e.g. a ``forward`` override) and restore what was there on revert."""
+
+    _MISSING = object()
+
+    def __init__(self, obj: Any, name: str, value: Any) -> None:
+        self.obj, self.name, self.value = obj, name, value
+        self.old = self._MISSING
+
+    def apply(self) -> None:
+        self.old = self.obj.__dict__.get(self.name, self._MISSING)
+        self.obj.__dict__[self.name] = self.value
+
+    def revert(self) -> None:
+        if self.old is self._MISSING:
+            self.obj.__dict__.pop(self.name, None)
+        else:
+            self.obj.__dict__[self.name] = self.old
+
+
+def _first_tensor_input(args: tuple, kwargs: dict[str, Any], module: nn.Module) -> Tensor:
+    """The residual stream passed to a norm or branch: its first positional argument or
+    ``hidden_states=``."""
+    x = args[0] if args else kwargs.get("hidden_states")
+    if not isinstance(x, Tensor):
+        raise TypeError(
+            f"vectorgate expected {type(module).__name__} to be called with the residual stream "
+            f"(a Tensor) as first argument or hidden_states=, got {type(x).__name__}"
+        )
+    return x
+
+
+class _DeltaHooks:
+    """The hook callables of one :class:`GateBranchOutput` site (a plain, picklable object).
+
+    ``x`` is the residual stream of the call in progress: set by :meth:`capture` just before
+    the branch runs and cleared by :meth:`replace_output`, so no tensor outlives the layer
+    call. Gradient checkpointing re-runs the layer's forward, which re-runs both hooks in
+    the same order, so the recomputation reads its own x.
+    """
+
+    def __init__(self, gate: ResidualGate) -> None:
+        self.gate = gate
+        self.x: Tensor | None = None
+        self.z_source: Any = None
+        """Set while token skipping is on: ``z_source(x)`` returns the z the skip decision
+        already computed from this x (or None), so the gate does not project x twice."""
+
+    def _delta(self, x: Tensor, f: Tensor) -> Tensor:
+        z = None if self.z_source is None else self.z_source(x)
+        return self.gate.residual_delta(x, f) if z is None else self.gate.residual_delta(x, f, z)
+
+    def capture(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+        self.x = _first_tensor_input(args, kwargs, module)
+
+    def replace_output(self, module: nn.Module, args: tuple, kwargs: dict[str, Any], output: Any) -> Any:
+        x = self.x
+        self.x = None
+        if x is None:
+            raise RuntimeError(
+                f"vectorgate: {type(module).__name__} ran before the module that reads its residual "
+                "input; this layer's forward does not follow the order its family expects"
+            )
+        return _with_first(output, lambda f: self._delta(x, f))
+
+    def replace_output_reading_input(
+        self, module: nn.Module, args: tuple, kwargs: dict[str, Any], output: Any
+    ) -> Any:
+        x = _first_tensor_input(args, kwargs, module)
+        return _with_first(output, lambda f: self._delta(x, f))
+
+
+def _with_first(output: Any, fn) -> Any:
+    """Apply ``fn`` to a branch output, or to the first element of a tuple output
+    (attention modules return ``(out, weights, ...)``)."""
+    if isinstance(output, Tensor):
+        return fn(output)
+    if isinstance(output, tuple) and output and isinstance(output[0], Tensor):
+        return (fn(output[0]), *output[1:])
+    raise TypeError(
+        f"vectorgate expected the branch to return a Tensor or a tuple starting with one, "
+        f"got {type(output).__name__}"
+    )
+
+
+class GateBranchOutput(Change):
+    """Make ``branch`` return the gate's delta instead of its output ``f`` (forward hooks).
+
+    Args:
+        branch: the module whose output the host adds to the residual stream x.
+        gate: the gate for this site.
+        capture: the module called with x just before ``branch`` (the pre-norm), or None
+            when ``branch`` itself is called with x as first argument.
+    """
+
+    def __init__(self, branch: nn.Module, gate: ResidualGate, capture: nn.Module | None) -> None:
+        self.branch, self.capture = branch, capture
+        self.hooks = _DeltaHooks(gate)
+        self.handles: list[Any] = []
+
+    def apply(self) -> None:
+        if self.capture is None:
+            self.handles.append(
+                self.branch.register_forward_hook(self.hooks.replace_output_reading_input, with_kwargs=True)
+            )
+        else:
+            self.handles.append(
+                self.capture.register_forward_pre_hook(self.hooks.capture, with_kwargs=True)
+            )
+            self.handles.append(
+                self.branch.register_forward_hook(self.hooks.replace_output, with_kwargs=True)
+            )
+
+    def revert(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+        self.hooks.x = None
+
+

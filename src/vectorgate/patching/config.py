@@ -1,0 +1,168 @@
+"""``GateConfig``: what to gate and how, from the call to the file.
+
+The same object is what :func:`vectorgate.patch` takes, what the patched model keeps
+(:func:`vectorgate.patching.gate_config`), and what :func:`vectorgate.save_gates` writes
+next to the weights, so a saved adapter re-creates its gates exactly::
+
+    config = GateConfig(variant="vectorgate", rank=64)       # shortcut for gate_kwargs
+    model = vectorgate.patch(model, config)
+    vectorgate.gate_config(model)   # GateConfig(..., family='bert', layers=(0, 1, ..., 5))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = ["GateConfig"]
+
+
+def _jsonable(key: str, value: Any) -> Any:
+    if isinstance(value, torch.dtype):
+        return str(value).removeprefix("torch.")
+    if isinstance(value, tuple):
+        value = list(value)
+    try:
+        json.dumps(value)
+    except TypeError as err:
+        raise TypeError(
+            f"gate option {key}={value!r} cannot be stored in a GateConfig; options must be "
+            "numbers, strings, booleans, None, lists or torch dtypes"
+        ) from err
+    return value
+
+
+@dataclass
+class GateConfig:
+    """How :func:`vectorgate.patch` gates a model.
+
+    Args:
+        variant: residual variant by name (see :mod:`vectorgate.variants`), default ``"vectorgate"``.
+        sites: which residual sites of each layer to gate (``"attention"``, ``"mlp"``,
+            ``"cross_attention"``); None (default) gates every site each layer has.
+        layers: indices of the layers to gate (negative counts from the end); None: all.
+        family: force a model family by name (only needed when several recognise the model).
+        gate_kwargs: arguments of the variant, e.g. ``{"rank": 64, "init_curvature": 0.5}``
+            (see :class:`vectorgate.VectorGate`). ``device`` is not stored: gates are built on
+            each layer's device, in its dtype unless ``dtype`` is given.
+        modules_to_save: non-gate modules trained and saved with the gates (e.g. a new
+            ``"classifier"`` head), set by :func:`vectorgate.make_gate_adapter`.
+
+    Keyword arguments that are not fields go into ``gate_kwargs`` (``GateConfig(rank=64)``).
+
+    Raises:
+        ValueError / TypeError: a field of the wrong type, an empty or duplicate site list,
+            an unknown variant, or an option that cannot be stored.
+    """
+
+    variant: str = "vectorgate"
+    sites: tuple[str, ...] | None = None
+    layers: tuple[int, ...] | None = None
+    family: str | None = None
+    gate_kwargs: dict[str, Any] = field(default_factory=dict)
+    modules_to_save: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        variant: str = "vectorgate",
+        sites: str | Sequence[str] | None = None,
+        layers: int | Sequence[int] | None = None,
+        family: str | None = None,
+        gate_kwargs: Mapping[str, Any] | None = None,
+        modules_to_save: str | Sequence[str] = (),
+        **options: Any,
+    ) -> None:
+        self.variant = variant
+        self.sites = sites  # type: ignore[assignment]  # normalised in __post_init__
+        self.layers = layers  # type: ignore[assignment]
+        self.family = family
+        merged = dict(gate_kwargs or {})
+        clash = sorted(set(merged) & set(options))
+        if clash:
+            raise TypeError(f"GateConfig got {clash} both in gate_kwargs and as keywords")
+        merged.update(options)
+        self.gate_kwargs = merged
+        self.modules_to_save = modules_to_save  # type: ignore[assignment]
+        self.__post_init__()
+
+    def __post_init__(self) -> None:
+        from vectorgate.variants import VARIANTS
+
+        if not isinstance(self.variant, str) or self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; available: {', '.join(sorted(VARIANTS))}")
+        if self.sites is not None:
+            sites = (self.sites,) if isinstance(self.sites, str) else tuple(self.sites)
+            if not sites or not all(isinstance(s, str) for s in sites):
+                raise ValueError(f"sites must be None or a non-empty subset of the family's sites, got {self.sites!r}")
+            if len(set(sites)) != len(sites):
+                raise ValueError(f"sites has duplicates: {sites}")
+            self.sites = sites
+        if self.layers is not None:
+            layers = [self.layers] if isinstance(self.layers, int) and not isinstance(self.layers, bool) else self.layers
+            try:
+                layers = tuple(layers)
+            except TypeError:
+                raise TypeError(f"layers must be None, an int or a sequence of ints, got {self.layers!r}") from None
+            for i in layers:
+                if isinstance(i, bool) or not isinstance(i, int):
+                    raise TypeError(f"layers must be ints (layer indices), got {i!r}")
+            self.layers = layers
+        if self.family is not None and not isinstance(self.family, str):
+            raise TypeError(f"family must be None or a family name, got {self.family!r}")
+        if not isinstance(self.gate_kwargs, Mapping):
+            raise TypeError(f"gate_kwargs must be a mapping, got {type(self.gate_kwargs).__name__}")
+        self.gate_kwargs = {k: v for k, v in self.gate_kwargs.items() if k != "device"}
+        for key, value in self.gate_kwargs.items():
+            _jsonable(key, value)
+        modules = (self.modules_to_save,) if isinstance(self.modules_to_save, str) else tuple(self.modules_to_save)
+        if not all(isinstance(m, str) and m for m in modules):
+            raise TypeError(f"modules_to_save must be module names, got {self.modules_to_save!r}")
+        self.modules_to_save = modules
+
+    def replace(self, **changes: Any) -> GateConfig:
+        """A copy with ``changes`` applied (validated like a new config)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        fields["gate_kwargs"] = dict(self.gate_kwargs)
+        fields.update(changes)
+        return GateConfig(**fields)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field (dtypes as strings, tuples as lists)."""
+        return {
+            "variant": self.variant,
+            "sites": None if self.sites is None else list(self.sites),
+            "layers": None if self.layers is None else list(self.layers),
+            "family": self.family,
+            "gate_kwargs": {k: _jsonable(k, v) for k, v in self.gate_kwargs.items()},
+            "modules_to_save": list(self.modules_to_save),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "the config") -> GateConfig:
+        """Rebuild a config from :meth:`to_dict`'s output; every field must be present.
+
+        Raises:
+            ValueError: ``data`` lacks a field or has one GateConfig does not know.
+        """
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{source} must be a JSON object, got {type(data).__name__}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(names))
+        missing = [n for n in names if n not in data]
+        if unknown or missing:
+            raise ValueError(
+                f"{source} does not match this vectorgate's GateConfig: unknown fields {unknown}, "
+                f"missing fields {missing} (expected exactly {names})"
+            )
+        kwargs = dict(data["gate_kwargs"] or {})
+        if isinstance(kwargs.get("dtype"), str):
+            dtype = getattr(torch, kwargs["dtype"], None)
+            if not isinstance(dtype, torch.dtype):
+                raise ValueError(f"{source}: gate_kwargs.dtype {kwargs['dtype']!r} is not a torch dtype")
+            kwargs["dtype"] = dtype
+        return cls(**{**{n: data[n] for n in names}, "gate_kwargs": kwargs})

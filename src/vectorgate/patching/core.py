@@ -1,0 +1,236 @@
+"""``patch`` and ``unpatch``: gate the residual connections of an existing model in place.
+
+:func:`patch` finds the model's family (:mod:`vectorgate.patching.families`), builds every
+gate and every :class:`~vectorgate.patching.changes.Change` first and only then applies them,
+undoing the applied ones if anything fails, so a model is either fully patched or left
+exactly as it was. What was done is kept on the model as a :class:`PatchState`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from vectorgate.base import ResidualGate
+from vectorgate.discovery import gates
+from vectorgate.patching.changes import Change
+from vectorgate.patching.config import GateConfig
+from vectorgate.patching.families import find_family
+from vectorgate.variants import build_gate
+
+__all__ = ["PatchState", "gate_config", "is_patched", "patch", "patch_state", "unpatch"]
+
+#: Attribute of a patched model that holds its :class:`PatchState`.
+_STATE_ATTR = "_vectorgate_patch"
+#: Attribute that :mod:`vectorgate.skip` sets while token skipping is enabled.
+_SKIPPING_ATTR = "_vectorgate_skipping"
+
+
+@dataclass
+class PatchState:
+    """What :func:`patch` did to a model (kept on it; saved by :func:`vectorgate.save_gates`).
+
+    Attributes:
+        config: the :class:`GateConfig`, resolved: ``family`` named, ``sites`` and ``layers``
+            as gated (sites in forward order, layer indices non-negative).
+        layer_names: qualified names of the gated layers, in ``layers`` order.
+        dims: qualified gate module name -> feature dimension.
+        changes: the applied edits, reverted by :func:`unpatch`.
+    """
+
+    config: GateConfig
+    layer_names: tuple[str, ...]
+    dims: dict[str, int] = field(default_factory=dict)
+    changes: list[Change] = field(default_factory=list, repr=False)
+
+    @property
+    def family(self) -> str:
+        """The family's registry name."""
+        return self.config.family
+
+    @property
+    def variant(self) -> str:
+        """The residual variant."""
+        return self.config.variant
+
+    @property
+    def sites(self) -> tuple[str, ...]:
+        """The gated sites, in forward order."""
+        return self.config.sites
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        """Indices of the gated layers."""
+        return self.config.layers
+
+    @property
+    def gate_kwargs(self) -> dict[str, Any]:
+        """The variant's arguments."""
+        return self.config.gate_kwargs
+
+    @property
+    def modules_to_save(self) -> tuple[str, ...]:
+        """Non-gate modules trained and saved with the gates."""
+        return self.config.modules_to_save
+
+    @modules_to_save.setter
+    def modules_to_save(self, value: Sequence[str]) -> None:
+        self.config = self.config.replace(modules_to_save=value)
+
+
+def patch_state(model: nn.Module) -> PatchState | None:
+    """The :class:`PatchState` of a model patched by :func:`patch`, else None."""
+    return getattr(model, _STATE_ATTR, None)
+
+
+def gate_config(model: nn.Module) -> GateConfig | None:
+    """The resolved :class:`GateConfig` a model was patched with, else None."""
+    state = patch_state(model)
+    return None if state is None else state.config
+
+
+def is_patched(model: nn.Module) -> bool:
+    """Whether :func:`patch` has gated this model."""
+    return patch_state(model) is not None
+
+
+def _resolve_layers(layers: tuple[int, ...] | None, n: int) -> tuple[int, ...]:
+    if layers is None:
+        return tuple(range(n))
+    out = []
+    for i in layers:
+        if not -n <= i < n:
+            raise ValueError(f"layer index {i} is out of range for a model with {n} layers")
+        out.append(i % n)
+    if len(set(out)) != len(out):
+        raise ValueError(f"layers has duplicates: {layers}")
+    if not out:
+        raise ValueError("layers is empty: nothing to patch")
+    return tuple(sorted(out))
+
+
+def _layer_factory(layer: nn.Module) -> dict[str, Any]:
+    """Device and dtype of a layer's floating-point parameters, for its gates."""
+    for p in layer.parameters():
+        if p.is_floating_point():
+            return {"device": p.device, "dtype": p.dtype}
+    return {}
+
+
+def patch(model: nn.Module, config: GateConfig | None = None, /, **kwargs: Any) -> nn.Module:
+    """Gate the residual connections of ``model`` in place, keeping every pretrained weight.
+
+    With the default gate (``init="zero_output"``: g's output zero, c = 1) the patched
+    model's outputs equal the original's bit for bit, and every gate projection gets a
+    gradient from the first step.
+
+    Call it with a :class:`GateConfig` or with its fields as keywords (a shortcut: keywords
+    that are not fields are the variant's arguments)::
+
+        vectorgate.patch(model, GateConfig(sites=("mlp",), rank=64))
+        vectorgate.patch(model, sites="mlp", rank=64)               # the same
+
+    Args:
+        model: a supported model, base model or task head (e.g. ``BertModel``,
+            ``BertForSequenceClassification``, ``LlamaForCausalLM``).
+        config: what to gate and how; see :class:`GateConfig` for the fields (``variant``,
+            ``sites``, ``layers``, ``family``, ``gate_kwargs``). Gates are created on each
+            layer's device and in its parameter dtype.
+        **kwargs: the fields of a :class:`GateConfig`, when ``config`` is not given.
+
+    Returns:
+        ``model`` itself, patched.
+
+    Raises:
+        TypeError: both ``config`` and keywords given, or ``config`` is not a GateConfig.
+        ValueError: unsupported model, already patched, unknown site, bad layer indices,
+            or a gate that cannot be built. The model is unchanged in every error case.
+    """
+    if config is None:
+        config = GateConfig(**kwargs)
+    elif kwargs:
+        raise TypeError(f"patch() takes a GateConfig or keyword arguments, not both (got {sorted(kwargs)})")
+    elif not isinstance(config, GateConfig):
+        raise TypeError(f"config must be a vectorgate.GateConfig, got {type(config).__name__}")
+    if is_patched(model):
+        raise ValueError(
+            f"{type(model).__name__} is already patched by vectorgate (config: {gate_config(model)}); "
+            "patching twice would gate the residuals twice. Call vectorgate.unpatch(model) first."
+        )
+    fam, found = find_family(model, config.family)
+    sites = fam.sites if config.sites is None else config.sites
+    unknown = [s for s in sites if s not in fam.sites]
+    if unknown:
+        raise ValueError(f"sites must be a non-empty subset of {fam.sites} for family {fam.name!r}, got {sites}")
+    sites = tuple(s for s in fam.sites if s in sites)  # forward order, whatever the caller's order
+    chosen = _resolve_layers(config.layers, len(found))
+    for name, _ in found:
+        for sub_name, sub in model.get_submodule(name).named_modules() if name else model.named_modules():
+            if isinstance(sub, ResidualGate):
+                raise ValueError(
+                    f"{type(model).__name__} already holds a gate at {name}.{sub_name}; refusing to "
+                    "gate the same residual twice"
+                )
+
+    # Build everything first; nothing below touches the model until the loop that applies.
+    changes: list[Change] = []
+    gated_sites: set[str] = set()
+    for i in chosen:
+        _, layer = found[i]
+        factory = _layer_factory(layer)
+        present = fam.layer_sites(layer)
+        layer_gates = {}
+        for site in sites:
+            if site not in present:
+                continue  # e.g. cross-attention, which only decoder layers have
+            gate = build_gate(config.variant, fam.site_dim(layer, site), **config.gate_kwargs)
+            layer_gates[site] = gate.to(**factory) if factory else gate
+            gated_sites.add(site)
+        changes.extend(fam.changes(layer, layer_gates))
+    if config.sites is not None and set(sites) - gated_sites:
+        raise ValueError(
+            f"no chosen layer of {type(model).__name__} has site(s) {sorted(set(sites) - gated_sites)}"
+        )
+    sites = tuple(s for s in sites if s in gated_sites)
+
+    applied: list[Change] = []
+    try:
+        for change in changes:
+            change.apply()
+            applied.append(change)
+        state = PatchState(
+            config=config.replace(family=fam.name, sites=sites, layers=chosen),
+            layer_names=tuple(found[i][0] for i in chosen),
+            dims={name: g.dim for name, g in gates(model)},
+            changes=changes,
+        )
+        object.__setattr__(model, _STATE_ATTR, state)
+    except BaseException:
+        for change in reversed(applied):
+            change.revert()
+        raise
+    return model
+
+
+def unpatch(model: nn.Module) -> nn.Module:
+    """Undo :func:`patch`: remove every gate and hook; the original modules come back
+    (with whatever training did to their weights). Token skipping, if enabled, is undone too.
+
+    Raises:
+        ValueError: the model is not patched.
+    """
+    state = patch_state(model)
+    if state is None:
+        raise ValueError(f"{type(model).__name__} is not patched by vectorgate")
+    skipping = getattr(model, _SKIPPING_ATTR, None)  # vectorgate.skip edits sit on top
+    if skipping is not None:
+        for change in reversed(skipping.changes):
+            change.revert()
+        object.__delattr__(model, _SKIPPING_ATTR)
+    for change in reversed(state.changes):
+        change.revert()
+    object.__delattr__(model, _STATE_ATTR)
+    return model

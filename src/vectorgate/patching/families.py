@@ -1,0 +1,177 @@
+"""The family registry: which kinds of model :func:`vectorgate.patch` knows, and how to find them.
+
+A *family* knows one kind of model (BERT-like encoders, Llama-like decoders, ...): it finds
+the residual layers inside any model that contains them (base models and task heads alike),
+says which residual *sites* each layer has (``"attention"``, ``"mlp"``, ...) and what feature
+dimension they carry, and describes how to gate one site as a list of reversible
+:class:`~vectorgate.patching.changes.Change` objects.
+
+Adding a family is one small class registered with :func:`register_family`. Families that
+need an optional library live in an *integration* module, registered with
+:func:`register_integration` (the built-in ones) or through the ``vectorgate.families``
+entry-point group (third-party packages); an integration is imported the first time a
+family is looked up, and only when the library it requires is installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from torch import nn
+
+from vectorgate.base import ResidualGate
+from vectorgate.patching.changes import Change
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "FAMILIES",
+    "INTEGRATIONS",
+    "Family",
+    "find_family",
+    "load_integrations",
+    "register_family",
+    "register_integration",
+]
+
+#: name -> family instance, filled by :func:`register_family`.
+FAMILIES: dict[str, Family] = {}
+
+#: integration module -> the top-level package it needs (imported only when that is installed).
+INTEGRATIONS: dict[str, str] = {}
+
+#: Entry-point group through which other packages register integration modules.
+ENTRY_POINT_GROUP = "vectorgate.families"
+
+_loaded: set[str] = set()
+
+
+class Family:
+    """How to gate one kind of model. Subclass, set the class attributes, implement the methods.
+
+    Attributes:
+        name: registry key (e.g. ``"bert"``), stored in saved gate configs.
+        description: the models it covers, shown when a model is not supported.
+        expects: the module structure it recognises, in words (shown with ``description``).
+        sites: every residual site a layer of this family can have, in forward order.
+        skip_sites: sites whose branch :mod:`vectorgate.skip` can run on the kept tokens only.
+    """
+
+    name: str = ""
+    description: str = ""
+    expects: str = ""
+    sites: tuple[str, ...] = ("attention", "mlp")
+    skip_sites: tuple[str, ...] = ()
+
+    def find_layers(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
+        """The residual layers of ``model`` in forward order, as (qualified name, layer).
+
+        Empty when the model is not of this family."""
+        raise NotImplementedError
+
+    def layer_sites(self, layer: nn.Module) -> tuple[str, ...]:
+        """The sites ``layer`` has (a subset of :attr:`sites`; e.g. only decoder layers with
+        cross-attention have ``"cross_attention"``). Default: all of :attr:`sites`."""
+        return self.sites
+
+    def site_dim(self, layer: nn.Module, site: str) -> int:
+        """Feature dimension d of the residual stream at ``site`` of ``layer``."""
+        raise NotImplementedError
+
+    def gate_at(self, layer: nn.Module, site: str) -> ResidualGate:
+        """The gate :func:`vectorgate.patch` put at ``site`` of ``layer``."""
+        raise NotImplementedError(f"family {self.name!r} does not say where its gates live")
+
+    def skip_changes(self, layer: nn.Module, site: str, skip: Any, patch_changes: Sequence[Change]) -> list[Change]:
+        """The reversible edits that make ``site`` of a patched ``layer`` run its branch on the
+        tokens ``skip`` (a :class:`vectorgate.skip.SkipSite`) keeps; see :mod:`vectorgate.skip`."""
+        raise NotImplementedError(f"family {self.name!r} cannot skip tokens at site {site!r}")
+
+    def changes(self, layer: nn.Module, gates: dict[str, ResidualGate]) -> list[Change]:
+        """The edits that gate ``layer``'s sites (``gates`` maps site -> gate). Must not
+        modify anything: :func:`vectorgate.patch` applies them."""
+        raise NotImplementedError
+
+    @staticmethod
+    def layers_of_class(model: nn.Module, class_names: Iterable[str]) -> list[tuple[str, nn.Module]]:
+        """Helper: every submodule whose class name is in ``class_names``, in module order."""
+        wanted = set(class_names)
+        return [(n, m) for n, m in model.named_modules() if type(m).__name__ in wanted]
+
+
+def register_family(cls: type[Family]) -> type[Family]:
+    """Class decorator: register a :class:`Family` subclass under its ``name``.
+
+    Raises:
+        ValueError: ``name`` is empty or taken by another class.
+    """
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} must set a non-empty class attribute `name`")
+    if cls.name in FAMILIES and type(FAMILIES[cls.name]) is not cls:
+        raise ValueError(f"a family named {cls.name!r} is already registered ({type(FAMILIES[cls.name]).__name__})")
+    FAMILIES[cls.name] = cls()
+    return cls
+
+
+def register_integration(module: str, *, requires: str) -> None:
+    """Import ``module`` (which registers families) the first time a family is looked up,
+    provided the package ``requires`` is installed.
+
+    Any error raised while importing ``module`` when ``requires`` *is* installed propagates:
+    a broken integration is a bug, not a missing option.
+    """
+    INTEGRATIONS[module] = requires
+
+
+def load_integrations() -> None:
+    """Import every registered integration whose library is installed, and the modules
+    registered under the :data:`ENTRY_POINT_GROUP` entry points (once each)."""
+    for module, requires in INTEGRATIONS.items():
+        if module not in _loaded and importlib.util.find_spec(requires) is not None:
+            importlib.import_module(module)
+            _loaded.add(module)
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if entry.value not in _loaded:
+            entry.load()
+            _loaded.add(entry.value)
+
+
+register_integration("vectorgate.integrations.transformers", requires="transformers")
+register_integration("vectorgate.integrations.timm", requires="timm")
+
+
+def _supported() -> str:
+    def one(f: Family) -> str:
+        return f"{f.name}: {f.description}" + (f" (expects {f.expects})" if f.expects else "")
+
+    return "; ".join(one(f) for f in FAMILIES.values()) or "none registered"
+
+
+def find_family(model: nn.Module, family: str | None = None) -> tuple[Family, list[tuple[str, nn.Module]]]:
+    """The family that recognises ``model`` and the layers it found.
+
+    Raises:
+        ValueError: no family (or more than one) recognises the model, or ``family`` is unknown.
+    """
+    load_integrations()
+    if family is not None:
+        if family not in FAMILIES:
+            raise ValueError(f"unknown family {family!r}; supported families: {_supported()}")
+        layers = FAMILIES[family].find_layers(model)
+        if not layers:
+            raise ValueError(f"family {family!r} found no layers in {type(model).__name__}")
+        return FAMILIES[family], layers
+    found = [(f, layers) for f in FAMILIES.values() if (layers := f.find_layers(model))]
+    if not found:
+        raise ValueError(
+            f"vectorgate.patch does not support {type(model).__name__}: no registered family "
+            f"recognises its layers. Supported families: {_supported()}. For other models, wrap "
+            "the branches yourself with vectorgate.GatedResidual or register a Family."
+        )
+    if len(found) > 1:
+        names = ", ".join(f.name for f, _ in found)
+        raise ValueError(f"{type(model).__name__} matches several families ({names}); pass family=...")
+    return found[0]
