@@ -9,9 +9,11 @@ from vectorgate.base import ResidualGate
 from vectorgate.variants import VARIANTS, build_gate, register_variant
 
 DIM = 8
-ALL = sorted(VARIANTS)
+# Stream-expanding variants (hc, hc_dynamic, mhc) are not (x, f) -> y gates: tests/test_variants_peers.py.
+STREAM = {name for name, factory in VARIANTS.items() if getattr(factory, "expands_stream", False)}
+ALL = sorted(set(VARIANTS) - STREAM)
 # Variants that are exactly the plain residual x + f at init.
-IDENTITY_AT_INIT = ["plain", "vectorgate", "vectorgate_scalar", "vectorgate_lowrank"]
+IDENTITY_AT_INIT = ["plain", "vectorgate", "vectorgate_scalar", "vectorgate_lowrank", "laurel_lr"]
 EXPECTED_PARAMS = {
     "plain": 0,
     "vectorgate": DIM * DIM + 2 * DIM,
@@ -22,6 +24,9 @@ EXPECTED_PARAMS = {
     "layerscale": DIM,
     "gateskip": DIM * DIM + DIM,
     "mod_router": DIM + 1,
+    "laurel_rw": 2,
+    "laurel_lr": 2 * DIM * DIM,  # rank min(16, d) = d here
+    "laurel_rw_lr": 2 * DIM * DIM + 2,
 }
 
 
@@ -43,7 +48,8 @@ def test_every_documented_variant_is_registered():
     assert set(EXPECTED_PARAMS) <= set(VARIANTS)
     # Other modules may register more (``vectorgate bench`` adds its naive reference gate
     # when imported); nothing else may appear undocumented.
-    assert set(VARIANTS) - set(EXPECTED_PARAMS) <= {"vectorgate_naive"}
+    assert set(VARIANTS) - set(EXPECTED_PARAMS) - STREAM <= {"vectorgate_naive"}
+    assert {"hc", "hc_dynamic", "mhc"} <= STREAM
 
 
 @pytest.mark.parametrize("name", ALL)

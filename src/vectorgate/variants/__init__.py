@@ -15,7 +15,20 @@ name                   y                                                params  
 ``layerscale``         ``x + gamma * f``, gamma = 0.1                   d             no
 ``gateskip``           ``x + sigmoid(W f + b) * f``                     d^2 + d       no
 ``mod_router``         ``x + sigmoid(w . x + b) f`` (one weight/token)  d + 1         no (b = 5: 0.993)
+``laurel_rw``          ``a f + b x``, ``(a, b) = softmax(2 logits)``    2             no ((x + f) / 2)
+``laurel_lr``          ``f + x + B A x``, rank r (default 16), B = 0    2dr           yes (B = 0)
+``laurel_rw_lr``       ``a f + b (x + B A x)``                          2dr + 2       no ((x + f) / 2)
+``hc``                 n streams, static mixes (n default 4) [1]_       n^2 + 2n      streams: yes [2]_
+``hc_dynamic``         n streams, + input-dependent mixes [1]_          see [1]_      streams: yes [2]_
+``mhc``                n streams, Sinkhorn-constrained mixes [1]_       see [1]_      no
 =====================  ===============================================  ============  =================
+
+.. [1] Stream-expanding variants (:mod:`vectorgate.variants.hyper`, Hyper-Connections and
+   mHC, wrapping lucidrains' ``hyper-connections``): not ``(x, f) -> y`` gates; a host
+   widens the stream to n copies (:func:`vectorgate.variants.hyper.hyper_connect`);
+   ``patch()`` cannot install them. Per site: ``hc_dynamic`` n^2 + 2n + (n + 3) d + 2,
+   ``mhc`` n^2 + 2n + (n + 3) d + 3.
+.. [2] Every stream equals the plain residual stream; the host averages the streams at the end.
 """
 
 from __future__ import annotations
@@ -25,6 +38,18 @@ from typing import Any
 
 from vectorgate.base import ResidualGate
 from vectorgate.gate import VectorGate
+from vectorgate.variants.hyper import (
+    HyperConnectionSite,
+    hyper_connections,
+    hyper_connections_dynamic,
+    manifold_hyper_connections,
+)
+from vectorgate.variants.laurel import (
+    LaurelLowRankResidual,
+    LaurelResidual,
+    LaurelWeightsResidual,
+    laurel_rw_lr,
+)
 from vectorgate.variants.plain import PlainResidual
 from vectorgate.variants.router import MoDRouterResidual
 from vectorgate.variants.scaled import LayerScaleResidual, ReZeroResidual
@@ -34,6 +59,10 @@ __all__ = [
     "VARIANTS",
     "GateSkipResidual",
     "HighwayResidual",
+    "HyperConnectionSite",
+    "LaurelLowRankResidual",
+    "LaurelResidual",
+    "LaurelWeightsResidual",
     "LayerScaleResidual",
     "MoDRouterResidual",
     "PlainResidual",
@@ -73,6 +102,13 @@ VARIANTS: dict[str, Callable[..., ResidualGate]] = {
     "layerscale": LayerScaleResidual,
     "gateskip": GateSkipResidual,
     "mod_router": MoDRouterResidual,
+    "laurel_rw": LaurelWeightsResidual,
+    "laurel_lr": LaurelLowRankResidual,
+    "laurel_rw_lr": laurel_rw_lr,
+    # Stream-expanding (hosted by vectorgate.variants.hyper.hyper_connect, not by patch()).
+    "hc": hyper_connections,
+    "hc_dynamic": hyper_connections_dynamic,
+    "mhc": manifold_hyper_connections,
 }
 
 

@@ -8,16 +8,28 @@ from vectorgate.compare.spec import VariantSpec
 from vectorgate.patching import gates, mark_only_gates_trainable, patch
 
 
-def patch_variant(model: nn.Module, spec: VariantSpec, seed: int) -> nn.Module:
+def patch_variant(model: nn.Module, spec: VariantSpec, seed: int, *, stream_layers=None, dim: int | None = None) -> nn.Module:
     """Patch every residual of ``model`` with ``spec``'s variant.
 
     The gates are drawn from their own RNG stream (seeded by ``seed``), so the backbone
     initialisation and the training data order do not depend on the variant.
+
+    Stream-expanding variants (``hc``, ``hc_dynamic``, ``mhc``) are installed with
+    :func:`vectorgate.variants.hyper.hyper_connect` instead: ``stream_layers(model)`` gives
+    the ``(layer, [(norm, branch), ...])`` list and ``dim`` the stream width; a task that
+    passes neither does not host them.
     """
     import torch
 
+    from vectorgate.variants.hyper import hyper_connect, is_stream_variant
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(10_000 + seed)
+        if is_stream_variant(spec.variant):
+            if stream_layers is None or dim is None:
+                raise ValueError(f"{spec.label!r} widens the residual stream; this task's model does not host it")
+            hyper_connect(model, stream_layers(model), dim=dim, variant=spec.variant, **spec.kwargs)
+            return model
         return patch(model, variant=spec.variant, **spec.kwargs)
 
 

@@ -75,7 +75,7 @@ class CharLMShakespeareTask(Task):
             vocab_size=self.vocab_size, n_positions=self.context, n_embd=self.n_embd,
             n_layer=self.n_layer, n_head=self.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
         )
-        return patch_variant(GPT2LMHeadModel(config), spec, seed)
+        return patch_variant(GPT2LMHeadModel(config), spec, seed, dim=self.n_embd, stream_layers=_gpt2_sites)
 
     def batch(self, step: int, generator: torch.Generator) -> Tensor:
         starts = torch.randint(len(self.train_data) - self.context - 1, (self.batch_size,), generator=generator)
@@ -91,3 +91,8 @@ class CharLMShakespeareTask(Task):
         for chunk in self.val_windows.split(32):
             total += float(self.loss(model, chunk.to(self.device))) * len(chunk)
         return total / len(self.val_windows) / math.log(2)
+
+
+def _gpt2_sites(model: nn.Module) -> list:
+    """GPT-2's residual sites for stream-expanding variants: ``(block, [(ln_1, attn), (ln_2, mlp)])``."""
+    return [(b, [(b.ln_1, b.attn), (b.ln_2, b.mlp)]) for b in model.transformer.h]

@@ -109,6 +109,13 @@ class TextFineTuneTask(Task):
         width = int(mask.sum(1).max())
         return {"input_ids": ids[:, :width].to(self.device), "attention_mask": mask[:, :width].to(self.device)}
 
+    def supports(self, spec: VariantSpec) -> bool:
+        """Any residual variant ``vectorgate.patch`` installs; not the stream-expanding ones
+        (``hc``, ``hc_dynamic``, ``mhc``): MiniLM's post-LN layers do not host n streams."""
+        from vectorgate.variants.hyper import is_stream_variant
+
+        return super().supports(spec) and not is_stream_variant(spec.variant)
+
     def _pretrained(self) -> nn.Module:
         cls = _transformers().AutoModelForSequenceClassification
         return cls.from_pretrained(minilm_path(), num_labels=2)

@@ -61,4 +61,9 @@ class ViTMnistTask(ClassificationTask):
             img_size=28, patch_size=7, in_chans=1, num_classes=10, embed_dim=self.embed_dim,
             depth=self.depth, num_heads=self.num_heads, mlp_ratio=2.0,
         )
-        return patch_variant(model, spec, seed)
+        return patch_variant(model, spec, seed, dim=self.embed_dim, stream_layers=_timm_sites)
+
+
+def _timm_sites(model: nn.Module) -> list:
+    """timm ViT's residual sites for stream-expanding variants: ``(block, [(norm1, ls1), (norm2, ls2)])``."""
+    return [(b, [(b.norm1, b.ls1), (b.norm2, b.ls2)]) for b in model.blocks]
