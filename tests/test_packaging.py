@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pathlib
+import re
 import subprocess
 import sys
-import tomllib
 import zipfile
 
 import pytest
@@ -13,7 +13,7 @@ import pytest
 import vectorgate
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+VERSION = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
 
 
 @pytest.mark.slow

@@ -83,6 +83,7 @@ class LowRankProjection(nn.Module):
                 nn.init.zeros_(self.up.bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``up(down(x))``: ``(..., dim)`` -> ``(..., dim)`` through ``(..., rank)``."""
         return self.up(self.down(x))
 
 

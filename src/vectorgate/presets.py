@@ -57,11 +57,11 @@ PRESETS: dict[str, Preset] = {
     "from_scratch": Preset(
         "from_scratch",
         {"init": "random", "init_curvature": 0.5},
-        "Training from random init with random g and c = 0.5 (not the identity at init): ahead of "
-        "c = 0 and plain on both from-scratch tasks of docs/results_scratch.md after 600 (ViT) and "
-        "350 (char-LM) steps, 3 seeds, where a paired test does not reject 'no difference' on the "
-        "char-LM. Counter-evidence: a longer GPU probe (1000 steps, d=256, shared/BASELINES.md) found "
-        "c = 0.5 behind plain by 0.07 bpc. Unsettled until the long from-scratch runs.",
+        "Training from random init with random g and c = 0.5 (not the identity at init). "
+        "docs/results_scratch.md (600 ViT and 350 char-LM steps, 3 seeds, far from converged): "
+        "no difference measured against plain on the char-LM (paired test); a longer GPU probe "
+        "(1000 steps, d=256, shared/BASELINES.md) found c = 0.5 behind plain by 0.07 bpc. "
+        "Unsettled until the converged from-scratch runs.",
     ),
 }
 

@@ -64,6 +64,23 @@ class GatedResidual(nn.Module):
         return [SetAttribute(self, "_skip_site", site)]
 
     def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor | tuple[Tensor, GateOutput]:
+        """``y = gate.residual(x, fn(x, *args, **kwargs))``.
+
+        With token skipping on (:func:`vectorgate.skip.enable_skipping`), ``fn`` runs on the
+        kept tokens only and a skipped token's branch output is zero.
+
+        Args:
+            x: residual input, ``(..., dim)``.
+            *args: passed to ``fn`` after ``x`` (not allowed while tokens are skipped).
+            **kwargs: passed to ``fn``.
+
+        Returns:
+            ``y`` of x's shape, or ``(y, GateOutput)`` when built with ``return_gates=True``.
+
+        Raises:
+            TypeError: ``fn`` returned something other than a tensor, or extra arguments
+                were given while tokens are skipped.
+        """
         site = self.__dict__.get("_skip_site")
         z, keep = (None, None) if site is None else site.decide(x)
         if site is not None:

@@ -31,9 +31,11 @@ class Change:
     """One reversible edit of a model. :func:`patch` applies a list of them all-or-nothing."""
 
     def apply(self) -> None:
+        """Make the edit. Called once, by :func:`vectorgate.patch`, after every change was built."""
         raise NotImplementedError
 
     def revert(self) -> None:
+        """Undo :meth:`apply` exactly (by :func:`vectorgate.unpatch`, or when a later change fails)."""
         raise NotImplementedError
 
 

@@ -49,12 +49,14 @@ class MoDRouterResidual(ResidualGate):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Small random router weight (std d^-1/2 / 10) and bias ``init_bias`` (mostly open)."""
         nn.init.normal_(self.router.weight, std=self.dim ** -0.5 / 10)
         with torch.no_grad():
             self.router.bias.fill_(self.init_bias)
 
     @property
     def num_parameters(self) -> int:
+        """Number of learnable parameters: d + 1."""
         return num_parameters(self)
 
     def pre_activation(self, x: Tensor) -> Tensor:
