@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 from vectorgate.assets import load_mnist, split_indices
@@ -30,6 +31,9 @@ class ViTMnistTask(ClassificationTask):
     embed_dim: int = 64
     depth: int = 4
     num_heads: int = 4
+    augment_shift: int = 0
+    """Light augmentation, the same for every arm: each training image is shifted by up to
+    this many pixels in each direction (zero fill), drawn from the run's data generator."""
 
     def configure(self, *, quick: bool = False, scale: float = 1.0) -> None:
         super().configure(quick=quick, scale=scale)
@@ -43,6 +47,12 @@ class ViTMnistTask(ClassificationTask):
         self.x_train, self.y_train, self.x_val, self.y_val = x[train], y[train], x[val], y[val]
 
     n_calibration: int = 500
+
+    def batch(self, step: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        x, y = super().batch(step, generator)
+        if self.augment_shift:
+            x = _random_shift(x, self.augment_shift, generator)
+        return x, y
 
     def calibration_batches(self) -> list[Tensor]:
         """The first ``n_calibration`` training images (MNIST here has no third split; the
@@ -62,6 +72,18 @@ class ViTMnistTask(ClassificationTask):
             depth=self.depth, num_heads=self.num_heads, mlp_ratio=2.0,
         )
         return patch_variant(model, spec, seed, dim=self.embed_dim, stream_layers=_timm_sites)
+
+
+def _random_shift(x: Tensor, max_shift: int, generator: torch.Generator) -> Tensor:
+    """Shift each image of ``x`` ``(batch, 1, 28, 28)`` by its own (dy, dx) in
+    ``[-max_shift, max_shift]``, filling with the background (the normalised zero pixel)."""
+    n, _, h, w = x.shape
+    shifts = torch.randint(-max_shift, max_shift + 1, (n, 2), generator=generator)
+    padded = torch.nn.functional.pad(x, (max_shift,) * 4, value=-_MEAN / _STD)
+    out = torch.empty_like(x)
+    for i, (dy, dx) in enumerate(shifts.tolist()):
+        out[i] = padded[i, :, max_shift - dy : max_shift - dy + h, max_shift - dx : max_shift - dx + w]
+    return out
 
 
 def _timm_sites(model: nn.Module) -> list:

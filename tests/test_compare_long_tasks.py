@@ -1,0 +1,44 @@
+"""The converged-run tasks (charlm_long, vit_long): their sizes, and the ViT's augmentation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("timm")
+pytest.importorskip("transformers")
+
+from vectorgate.compare.task import TASKS
+from vectorgate.compare.tasks import CHARLM_LONG_STEPS, VIT_LONG_STEPS
+from vectorgate.compare.tasks.vit import _MEAN, _STD, _random_shift
+
+
+def test_the_long_tasks_are_registered_with_many_evaluations():
+    charlm, vit = TASKS["charlm_long"](), TASKS["vit_long"]()
+    assert (charlm.steps, vit.steps) == (CHARLM_LONG_STEPS, VIT_LONG_STEPS)
+    assert charlm.eval_points == vit.eval_points == 20  # the last 10% of steps spans two evaluations
+    # several million training characters
+    assert charlm.steps * charlm.batch_size * charlm.context >= 3_000_000
+    assert vit.augment_shift == 2 and TASKS["vit_mnist"]().augment_shift == 0
+
+
+def test_random_shift_moves_each_image_by_its_own_offset_and_fills_with_background():
+    x = torch.full((3, 1, 28, 28), -_MEAN / _STD)
+    x[:, :, 10, 12] = 5.0  # one bright pixel per image
+    g = torch.Generator().manual_seed(0)
+    y = _random_shift(x, 2, g)
+    offsets = torch.randint(-2, 3, (3, 2), generator=torch.Generator().manual_seed(0)).tolist()
+    for i, (dy, dx) in enumerate(offsets):
+        assert y[i, 0, 10 + dy, 12 + dx] == 5.0
+        assert int((y[i] == 5.0).sum()) == 1
+    assert torch.equal(_random_shift(x, 2, torch.Generator().manual_seed(0)), y)  # from the generator only
+
+
+def test_vit_long_batches_are_augmented_and_vit_mnist_batches_are_not():
+    for name, changed in (("vit_long", True), ("vit_mnist", False)):
+        task = TASKS[name]()
+        task.x_train = torch.randn(50, 1, 28, 28)
+        task.y_train = torch.zeros(50, dtype=torch.long)
+        x, _ = task.batch(1, torch.Generator().manual_seed(3))
+        idx = torch.randint(50, (task.batch_size,), generator=torch.Generator().manual_seed(3))
+        assert (not torch.equal(x, task.x_train[idx])) == changed
