@@ -42,3 +42,15 @@ def test_vit_long_batches_are_augmented_and_vit_mnist_batches_are_not():
         x, _ = task.batch(1, torch.Generator().manual_seed(3))
         idx = torch.randint(50, (task.batch_size,), generator=torch.Generator().manual_seed(3))
         assert (not torch.equal(x, task.x_train[idx])) == changed
+
+
+def test_late_gain_reads_the_last_tenth_of_the_curve():
+    from vectorgate.compare.report import late_gain
+
+    lower = {"steps": 100, "higher_is_better": False, "curve": [[50, 3.0], [90, 2.02], [100, 2.0]]}
+    assert late_gain(lower) == pytest.approx(0.01)  # (2.02 - 2.0) / 2.0: still improving by 1%
+    higher = {"steps": 100, "higher_is_better": True, "curve": [[80, 0.90], [95, 0.95], [100, 0.99]]}
+    assert late_gain(higher) == pytest.approx((0.99 - 0.90) / 0.99)  # point at or before step 90
+    worse = {"steps": 100, "higher_is_better": True, "curve": [[90, 0.9], [100, 0.8]]}
+    assert late_gain(worse) == pytest.approx(-0.125)
+    assert late_gain({"steps": 100, "higher_is_better": True, "curve": [[100, 0.9]]}) is None

@@ -19,7 +19,7 @@ from typing import Any
 
 from vectorgate.compare.stats import PairedResult, mcnemar_exact, paired_t, t_interval
 
-__all__ = ["DEFAULT_REFERENCES", "compare_arms", "summarise", "write_markdown", "write_plots"]
+__all__ = ["DEFAULT_REFERENCES", "compare_arms", "late_gain", "summarise", "write_markdown", "write_plots"]
 
 #: Arms every other arm of a task is compared with, where the task has them.
 DEFAULT_REFERENCES: tuple[str, ...] = ("plain", "lora[r=8]")
@@ -27,6 +27,21 @@ DEFAULT_REFERENCES: tuple[str, ...] = ("plain", "lora[r=8]")
 
 def _ok(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in runs if "error" not in r and not r.get("diverged_at")]
+
+
+def late_gain(record: dict[str, Any], share: float = 0.1) -> float | None:
+    """How much the validation metric improved over the last ``share`` of a run's steps, as a
+    fraction of its final value (positive: still improving; the convergence criterion of the
+    converged comparisons is < 0.01). Read from the evaluation curve: the last point at or
+    before ``(1 - share) * steps`` against the final one. None when the curve has no such point.
+    """
+    curve = record.get("curve") or []
+    before = [m for step, m in curve if step <= (1 - share) * record["steps"]]
+    if not before or not curve or curve[-1][1] == 0:
+        return None
+    final, earlier = curve[-1][1], before[-1]
+    gain = (final - earlier) if record["higher_is_better"] else (earlier - final)
+    return gain / abs(final)
 
 
 def summarise(runs: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -44,6 +59,7 @@ def summarise(runs: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
             finals = [r["final"] for r in ok]
             mean, half = t_interval(finals)
             cs = [r["curvature"]["mean_abs_c"] for r in ok if r.get("curvature")]
+            gains = [g for r in ok if (g := late_gain(r)) is not None]
             rows.append({
                 "variant": variant,
                 "metric": rs[0]["metric"],
@@ -58,6 +74,8 @@ def summarise(runs: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
                 "time_s": statistics.fmean(r["time_s"] for r in ok) if ok else math.nan,
                 "mean_abs_c": statistics.fmean(cs) if cs else None,
                 "steps": ok[0]["steps"] if ok else None,
+                "late_gain": statistics.fmean(gains) if gains else None,
+                "late_gain_max": max(gains) if gains else None,
             })
         out[task] = rows
     return out
@@ -179,13 +197,15 @@ def write_markdown(
         refs = [r for r in refs if r is not None]
         lines += [f"## {task}", "", f"Metric: `{first['metric']}` ({arrow}), final value after {first['steps']} steps.", ""]
         head = ["arm", f"{first['metric']} (95% CI)", *[f"vs {r['variant']}" for r in refs], "seeds",
-                "trainable params", "time / run (s)", "mean abs c at end", "diverged"]
+                "trainable params", "time / run (s)", "mean abs c at end", "diverged",
+                "gain over last 10% of steps (mean; max)"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in rows:
             params = "n/a" if r["trainable_params"] is None else f"{r['trainable_params']:,}"
             c = "" if r["mean_abs_c"] is None else f"{r['mean_abs_c']:.3f}"
+            late = "" if r["late_gain"] is None else f"{100 * r['late_gain']:.2f}%; {100 * r['late_gain_max']:.2f}%"
             cells = [r["variant"], f"{_fmt(r['mean'])} ± {_fmt(r['ci'])}", *[_comparison_cell(r, ref) for ref in refs],
-                     str(r["n"]), params, _fmt(r["time_s"], 1), c, str(r["diverged"])]
+                     str(r["n"]), params, _fmt(r["time_s"], 1), c, str(r["diverged"]), late]
             lines.append("| " + " | ".join(cells) + " |")
         for image in (plots or {}).get(task, []):
             rel = pathlib.Path(os.path.relpath(image, pathlib.Path(path).parent)).as_posix()
