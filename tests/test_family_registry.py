@@ -16,6 +16,7 @@ from vectorgate.patching import families, gate_config, gates, patch, unpatch
 
 @pytest.fixture
 def clean_registry():
+    families.load_integrations()  # the built-in families are registered before the snapshot
     saved = (dict(families.INTEGRATIONS), set(families._loaded), dict(families.FAMILIES))
     yield
     families.INTEGRATIONS.clear()

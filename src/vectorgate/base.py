@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 __all__ = ["ResidualGate"]
@@ -55,6 +56,47 @@ class ResidualGate(nn.Module):
         return (f"{type(self).__name__} cannot decide to skip a token before its branch runs "
                 "(its gate does not read x alone); variants that can: vectorgate, "
                 "vectorgate_lowrank, vectorgate_scalar, gateskip[gate_input=x], mod_router")
+
+    # ------------------------------------------------------------------ transformers' weight init
+    # A PreTrainedModel that builds gates in its __init__ and is loaded with from_pretrained
+    # (transformers 5.x) is built on the meta device; the gate parameters missing from the
+    # checkpoint are then materialised *uninitialised* (torch.empty) and handed to
+    # ``model.initialize_weights()``, which visits every module children-first, calls the
+    # model's ``_init_weights(module)`` (it re-draws the gate's nn.Linear with the backbone's
+    # init and knows nothing of the curvature) and then marks the module done with
+    # ``module._is_hf_initialized = True``. That assignment is the one call transformers makes
+    # on the gate itself, so the gate takes it as its cue: whatever of its parameters is not
+    # flagged as loaded or initialised (``param._is_hf_initialized``) gets the gate's own init
+    # (``reset_parameters``), the loaded ones are kept. Outside transformers it is a plain flag.
+
+    @property
+    def _is_hf_initialized(self) -> bool:
+        """transformers' "this module's weights are initialised" flag (see the comment above)."""
+        return bool(self.__dict__.get("_vectorgate_hf_initialized", False))
+
+    @_is_hf_initialized.setter
+    def _is_hf_initialized(self, value: bool) -> None:
+        if value:
+            self._init_parameters_not_loaded()
+        self.__dict__["_vectorgate_hf_initialized"] = bool(value)
+
+    def _init_parameters_not_loaded(self) -> None:
+        """Re-apply the gate's own init to the parameters transformers neither loaded nor
+        marked initialised; keep the others. No-op on meta tensors or without ``reset_parameters``."""
+        reset = getattr(self, "reset_parameters", None)
+        params = dict(self.named_parameters())
+        if not callable(reset) or not params or any(p.device.type == "meta" for p in params.values()):
+            return
+        unset = {n for n, p in params.items() if not getattr(p, "_is_hf_initialized", False)}
+        if not unset:
+            return
+        with torch.no_grad():
+            kept = {n: p.detach().clone() for n, p in params.items() if n not in unset}
+            reset()
+            for n, value in kept.items():
+                params[n].copy_(value)
+        for p in params.values():
+            p._is_hf_initialized = True
 
     def _budgeted(self, z: Tensor, f_x: Tensor) -> Tensor:
         """f_x as a :class:`vectorgate.skip.SkipBudget` attached to this gate wants it (training only).

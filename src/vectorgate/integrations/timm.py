@@ -32,6 +32,13 @@ from typing import Any
 from torch import Tensor, nn
 
 from vectorgate.base import ResidualGate
+from vectorgate.integrations._structure import (
+    callable_module,
+    child_names,
+    claimed_elsewhere,
+    find_outermost,
+    is_norm,
+)
 from vectorgate.patching import AddModule, Change, Family, GateBranchOutput, register_family
 from vectorgate.skip.adapters import hooked_branch_skip_changes
 from vectorgate.variants import build_gate
@@ -58,7 +65,7 @@ def _build_gate_pair(
     return build_gate(variant, dim, **kwargs), build_gate(variant, dim, **kwargs)
 
 
-def _block_dim(block: Block) -> int:
+def _block_dim(block: nn.Module) -> int:
     """The embedding dimension of a timm Block, read from its first norm layer or its MLP."""
     shape = getattr(block.norm1, "normalized_shape", None)
     if shape:
@@ -142,6 +149,27 @@ def gated_block_fn(variant: str = "vectorgate", **gate_kwargs: Any) -> Callable[
     return functools.partial(GatedBlock, variant=variant, gate_kwargs=gate_kwargs)
 
 
+_BLOCK_CHILDREN = {"norm1": is_norm, "attn": callable_module, "ls1": callable_module, "drop_path1": callable_module,
+                   "norm2": is_norm, "mlp": callable_module, "ls2": callable_module, "drop_path2": callable_module}
+
+
+def is_timm_block(module: nn.Module) -> bool:
+    """The structural signature of a timm ViT block (see :attr:`TimmViTFamily.expects`).
+
+    ``Block`` itself and subclasses that keep ``Block.forward`` (not :class:`GatedBlock`,
+    already gated). Other classes need exactly Block's eight children, which timm's
+    ``RelPosBlock``, SAM's windowed ``Block`` and GC ViT's block have; ``ResPostBlock``
+    (post-norm, no LayerScale) and blocks with extra parts (``HieraBlock``'s ``proj``) do not.
+    """
+    if isinstance(module, Block):
+        return type(module).forward is Block.forward
+    return (
+        child_names(module) == set(_BLOCK_CHILDREN)
+        and callable_module(module)
+        and all(check(getattr(module, name)) for name, check in _BLOCK_CHILDREN.items())
+    )
+
+
 #: site -> (norm, layer scale, gate attribute) of a timm Block, in forward order.
 _SITES: dict[str, tuple[str, str, str]] = {
     "attention": ("norm1", "ls1", "gate1"),
@@ -157,17 +185,26 @@ class TimmViTFamily(Family):
     residual stream x and a forward hook on its LayerScale (``ls1``/``ls2``, an
     ``nn.Identity`` without ``init_values``) returns the gate's delta instead, so the
     block's own drop path and ``x + ...`` run unchanged, exactly as in :class:`GatedBlock`.
-    The gates become ``block.gate1`` / ``block.gate2``. Block subclasses (``ResPostBlock``,
-    ``ParallelScalingBlock``, ...) have other forwards and are not matched.
+    The gates become ``block.gate1`` / ``block.gate2``. Blocks are recognised by structure
+    (:func:`is_timm_block`); ``ResPostBlock``, ``ParallelScalingBlock`` and the like have
+    other forwards and are not matched.
     """
 
     name = "timm_vit"
-    description = "timm Vision Transformers (timm.models.vision_transformer.Block)"
+    description = "timm Vision Transformers (timm.models.vision_transformer.Block and blocks built like it)"
+    expects = (
+        "timm's vision_transformer.Block or a subclass that keeps its forward, or a block whose "
+        "children are exactly norms `norm1`, `norm2` and modules `attn`, `ls1`, `drop_path1`, "
+        "`mlp`, `ls2`, `drop_path2` (x + drop_path1(ls1(attn(norm1(x)))), then the same for the MLP)"
+    )
     sites = ("attention", "mlp")
     skip_sites = ("mlp",)
 
+    structural = True
+
     def find_layers(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
-        return [(n, m) for n, m in model.named_modules() if type(m) is Block]
+        claimed = claimed_elsewhere(model)
+        return find_outermost(model, lambda m: id(m) not in claimed and is_timm_block(m))
 
     def site_dim(self, layer: nn.Module, site: str) -> int:
         return _block_dim(layer)

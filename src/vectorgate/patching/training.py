@@ -18,11 +18,13 @@ __all__ = ["make_gate_adapter", "mark_only_gates_trainable", "matches_module", "
 def reset_gates(model: nn.Module) -> int:
     """Re-apply every gate's own initialisation (``reset_parameters``); returns how many.
 
-    Needed after transformers initialised weights it did not load: a ``PreTrainedModel``
-    subclass that builds gates in ``__init__`` and is loaded with ``from_pretrained``
-    gets its gate parameters allocated but never initialised (transformers' ``_init_weights``
-    does not know them: the curvature can come out as NaN or garbage), and
-    ``model.init_weights()`` re-draws the gates' Linear layers with the backbone's init.
+    Puts trained gates back to their start (the identity, with the default init). Not needed
+    after ``from_pretrained``: a ``PreTrainedModel`` subclass that builds gates in ``__init__``
+    gets the gates' own init for every gate parameter the checkpoint lacks (see
+    :class:`vectorgate.base.ResidualGate`).
+
+    Raises:
+        TypeError: a gate has no ``reset_parameters``.
     """
     n = 0
     for _, gate in gates(model):
