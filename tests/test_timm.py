@@ -106,6 +106,16 @@ def test_gate_init_survives_timm_weight_init():
     assert torch.equal(vit.blocks[0].gate2.curvature, torch.full((32,), 0.25))
 
 
+def test_gated_block_takes_a_gate_config():
+    import vectorgate
+
+    config = vectorgate.GateConfig(variant="vectorgate", rank=4, init="random", init_curvature=0.3)
+    block = GatedBlock(16, 2, config=config)
+    assert block.gate1.rank == 4 and torch.equal(block.gate2.curvature, torch.full((16,), 0.3))
+    with pytest.raises(TypeError, match="GateConfig or variant/gate_kwargs, not both"):
+        GatedBlock(16, 2, config=config, gate_kwargs={"rank": 2})
+
+
 def test_gated_block_computes_the_gated_residual():
     torch.manual_seed(0)
     block = GatedBlock(16, 2, init_values=0.5, gate_kwargs={"init": "random", "init_curvature": 0.7}).eval()

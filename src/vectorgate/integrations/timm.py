@@ -39,7 +39,14 @@ from vectorgate.integrations._structure import (
     find_outermost,
     is_norm,
 )
-from vectorgate.patching import AddModule, Change, Family, GateBranchOutput, register_family
+from vectorgate.patching import (
+    AddModule,
+    Change,
+    Family,
+    GateBranchOutput,
+    GateConfig,
+    register_family,
+)
 from vectorgate.skip.adapters import hooked_branch_skip_changes
 from vectorgate.variants import build_gate
 
@@ -94,6 +101,9 @@ class GatedBlock(Block):
             as in ``vectorgate.patch(..., variant=...)``.
         gate_kwargs: keyword arguments for that variant (e.g. ``{"rank": 16,
             "init": "zero_output"}``).
+        config: a :class:`vectorgate.GateConfig` instead of ``variant`` and ``gate_kwargs``
+            (its variant and gate arguments apply; a block has both sites, whatever its
+            ``sites`` say, and no layers).
         **block_kwargs: passed to ``timm.models.vision_transformer.Block``.
 
     Shapes:
@@ -107,8 +117,13 @@ class GatedBlock(Block):
         *,
         variant: str = "vectorgate",
         gate_kwargs: dict[str, Any] | None = None,
+        config: GateConfig | None = None,
         **block_kwargs: Any,
     ) -> None:
+        if config is not None:
+            if variant != "vectorgate" or gate_kwargs:
+                raise TypeError("GatedBlock takes a GateConfig or variant/gate_kwargs, not both")
+            variant, gate_kwargs = config.variant, config.gate_kwargs
         super().__init__(dim, num_heads, **block_kwargs)
         self.gate1, self.gate2 = _build_gate_pair(
             dim, variant, gate_kwargs, block_kwargs.get("device"), block_kwargs.get("dtype")
