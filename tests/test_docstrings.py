@@ -32,6 +32,8 @@ PUBLIC_MODULES = [
     "vectorgate.base",
     "vectorgate.discovery",
     "vectorgate.variants",
+    "vectorgate.variants.hyper",
+    "vectorgate.variants.laurel",
     "vectorgate.patching",
     "vectorgate.patching.config",
     "vectorgate.patching.core",
@@ -46,7 +48,9 @@ PUBLIC_MODULES = [
     "vectorgate.distributed",
     "vectorgate.integrations.transformers",
     "vectorgate.integrations.transformers.report",
+    "vectorgate.integrations.transformers.trainer",
     "vectorgate.integrations.timm",
+    "vectorgate.integrations.accelerate",
     "vectorgate.compare",
 ]
 
