@@ -9,7 +9,7 @@ pytest.importorskip("timm")
 pytest.importorskip("transformers")
 
 from vectorgate.compare.task import TASKS
-from vectorgate.compare.tasks import CHARLM_LONG_STEPS, VIT_LONG_STEPS
+from vectorgate.compare.tasks import CHARLM_LONG_STEPS, CHARLM_SWEEP_STEPS, VIT_LONG_STEPS
 from vectorgate.compare.tasks.vit import _MEAN, _STD, _random_shift
 
 
@@ -20,6 +20,13 @@ def test_the_long_tasks_are_registered_with_many_evaluations():
     # several million training characters
     assert charlm.steps * charlm.batch_size * charlm.context >= 3_000_000
     assert vit.augment_shift == 2 and TASKS["vit_mnist"]().augment_shift == 0
+
+
+def test_the_sweep_tasks_differ_only_in_depth():
+    tasks = [TASKS[f"charlm_sweep_{n}l"]() for n in (4, 8, 16)]
+    assert [t.n_layer for t in tasks] == [4, 8, 16]
+    assert {(t.steps, t.n_embd, t.context, t.batch_size, t.lr) for t in tasks} == {
+        (CHARLM_SWEEP_STEPS, 128, 64, 32, tasks[0].lr)}
 
 
 def test_random_shift_moves_each_image_by_its_own_offset_and_fills_with_background():

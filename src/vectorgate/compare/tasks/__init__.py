@@ -7,12 +7,13 @@ from vectorgate.compare.tasks.charlm import CharLMShakespeareTask
 from vectorgate.compare.tasks.text import TextAdapterTask, TextFineTuneTask
 from vectorgate.compare.tasks.vit import ViTMnistTask
 
-__all__ = ["CHARLM_LONG_STEPS", "VIT_LONG_STEPS", "CharLMShakespeareTask", "TextAdapterTask", "TextFineTuneTask",
+__all__ = ["CHARLM_LONG_STEPS", "CHARLM_SWEEP_STEPS", "VIT_LONG_STEPS", "CharLMShakespeareTask", "TextAdapterTask", "TextFineTuneTask",
            "ViTMnistTask"]
 
 #: Steps of the converged tasks (see docs/results.md for the pilot that sized them).
 CHARLM_LONG_STEPS = 1500
 VIT_LONG_STEPS = 3000
+CHARLM_SWEEP_STEPS = 500
 
 register_task("rt_full", lambda: TextFineTuneTask(name="rt_full", dataset="rt"))
 register_task("rt_adapt", lambda: TextAdapterTask(name="rt_adapt", dataset="rt"))
@@ -28,3 +29,9 @@ register_task("charlm_long", lambda: CharLMShakespeareTask(
     eval_points=20, eval_windows=256, max_chars=None))
 register_task("vit_long", lambda: ViTMnistTask(
     name="vit_long", steps=VIT_LONG_STEPS, eval_points=20, augment_shift=2))
+# The depth and learning-rate sweeps: the same char-LM at 4, 8 and 16 layers, a third of
+# charlm_long's steps (1M characters) so that the sweep fits a 2-core CPU.
+for _layers in (4, 8, 16):
+    register_task(f"charlm_sweep_{_layers}l", lambda layers=_layers: CharLMShakespeareTask(
+        name=f"charlm_sweep_{layers}l", steps=CHARLM_SWEEP_STEPS, n_embd=128, n_layer=layers, n_head=4,
+        context=64, eval_points=20, eval_windows=256, max_chars=None))
