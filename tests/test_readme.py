@@ -167,3 +167,32 @@ def test_performance_section_quotes_the_benchmark_output():
     ]
     wrong = [e for e in expected if e not in text]
     assert not wrong, f"BERT-step figures that differ from bench-cpu.json (expected): {wrong}"
+
+
+_PAIR = re.compile(r"([+-−]?\d+\.\d+) ± (\d+\.\d+)")
+
+
+def _rounds_to(full: str, short: str) -> bool:
+    """Whether ``short`` is ``full`` rounded to ``short``'s decimals (either way at a tie)."""
+    decimals = len(short.split(".")[1])
+    return abs(float(full) - float(short)) <= 0.5 * 10 ** -decimals + 1e-12
+
+
+def test_every_interval_in_the_readme_comes_from_a_generated_results_page():
+    """Each ``mean ± half-width`` the README states is a rounding of one printed by a
+    generated results page (docs/results*.md, written by `vectorgate compare` or the skip
+    report), so a figure cannot drift from the runs behind it."""
+    generated = [(m.group(1).replace("−", "-"), m.group(2))
+                 for page in ROOT.glob("docs/results*.md") for m in _PAIR.finditer(page.read_text())]
+    # A paired difference may be quoted from the other arm's side (+0.017 for a printed -0.0173).
+    generated += [(f"{-float(a):+}", b) for a, b in generated if a[0] in "+-"]
+    readme = [(m.group(1).replace("−", "-"), m.group(2)) for m in _PAIR.finditer((ROOT / "README.md").read_text())]
+    assert len(readme) >= 10, "the README's results sections are gone?"
+    unmatched = [f"{a} ± {b}" for a, b in readme
+                 if not any(_rounds_to(ga, a) and _rounds_to(gb, b) for ga, gb in generated)]
+    assert not unmatched, f"README intervals found in no generated results page: {unmatched}"
+
+
+def test_the_rounding_check_tells_a_rounding_from_a_different_number():
+    assert _rounds_to("3.4474", "3.45") and _rounds_to("+0.0274", "+0.027") and _rounds_to("3.2055", "3.206")
+    assert not _rounds_to("3.4615", "3.45") and not _rounds_to("0.0274", "0.028")
