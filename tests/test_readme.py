@@ -169,7 +169,7 @@ def test_performance_section_quotes_the_benchmark_output():
     assert not wrong, f"BERT-step figures that differ from bench-cpu.json (expected): {wrong}"
 
 
-_PAIR = re.compile(r"([+-−]?\d+\.\d+) ± (\d+\.\d+)")
+_PAIR = re.compile(r"([+-−]?\d+\.\d+)\s+±\s+(\d+\.\d+)")
 
 
 def _rounds_to(full: str, short: str) -> bool:
