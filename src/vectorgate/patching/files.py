@@ -227,18 +227,11 @@ def save_gates(
     tensors.update({k: v.detach().to("cpu").contiguous() for k, v in extra.items()})
 
     previous = {p.name for p in directory.glob(f"{_WEIGHTS_PREFIX}*{_WEIGHTS_SUFFIX}")}
-    # 1. the weights, under a temporary name, then under their content name
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".gates.", suffix=".tmp")
-    os.close(fd)
-    try:
-        st.save_file(tensors, tmp, metadata={"format": "pt"})
-        digest = _sha256(pathlib.Path(tmp))
-        weights_file = f"{_WEIGHTS_PREFIX}{digest[:16]}{_WEIGHTS_SUFFIX}"
-        os.replace(tmp, directory / weights_file)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    # 1. the weights, under their content name
+    data = st.save(tensors, metadata={"format": "pt"})
+    digest = hashlib.sha256(data).hexdigest()
+    weights_file = f"{_WEIGHTS_PREFIX}{digest[:16]}{_WEIGHTS_SUFFIX}"
+    _atomic_write(directory / weights_file, lambda tmp: pathlib.Path(tmp).write_bytes(data))
     # 2. the config, which names them: the commit point
     config = {
         "format_version": FORMAT_VERSION,
