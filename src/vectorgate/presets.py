@@ -61,9 +61,10 @@ PRESETS: dict[str, Preset] = {
         "docs/results_scratch.md (600 ViT and 350 char-LM steps, 3 seeds, far from converged): "
         "no difference measured against plain on the char-LM (paired test); a longer GPU probe "
         "(1000 steps, d=256, shared/BASELINES.md) found c = 0.5 behind plain by 0.07 bpc. "
-        "Converged runs (docs/results_converged.md): on the ViT better than plain (5 seeds) and "
-        "level with the default gate; on the char-LM ahead of both on 4 seeds, too few for a "
-        "claim. The default stays the default until the char-LM runs are complete.",
+        "Converged runs (docs/results_converged.md, 5 seeds each): better than plain on both "
+        "tasks (char-LM -0.028 bits/char, p = 0.006; ViT +0.011 accuracy, p < 0.001), better than "
+        "the default gate on the char-LM (p = 0.008) and level with it on the ViT. The setting "
+        "to train from scratch with; the default (the exact identity) is for pretrained models.",
     ),
 }
 
