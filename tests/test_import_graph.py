@@ -1,4 +1,4 @@
-"""The library's module-level import graph has no cycle (so any module can be imported first)."""
+"""The library's import graph (module-level and deferred imports) has no cycle."""
 
 from __future__ import annotations
 
@@ -18,20 +18,19 @@ def _modules() -> dict[str, pathlib.Path]:
     return out
 
 
-def _top_level_imports(path: pathlib.Path, name: str, modules: dict[str, pathlib.Path]) -> set[str]:
-    """Modules of the library imported when ``name`` is imported (imports inside functions,
-    ``if TYPE_CHECKING:`` blocks and try/except fallbacks of optional packages excluded)."""
+def _imports(path: pathlib.Path, name: str, modules: dict[str, pathlib.Path]) -> set[str]:
+    """Modules of the library that ``name`` imports, at module level or deferred inside a
+    function (a deferred import that closes a cycle only hides it); ``if TYPE_CHECKING:``
+    blocks are left out."""
     tree = ast.parse(path.read_text())
     is_package = path.name == "__init__.py"
     found: set[str] = set()
 
-    def visit(body: list[ast.stmt]) -> None:
+    def visit(body: list[ast.AST]) -> None:
         for node in body:
             if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
                 continue
-            if isinstance(node, ast.If | ast.Try):
-                visit(node.body)
-                continue
+            visit(list(ast.iter_child_nodes(node)))
             if isinstance(node, ast.Import):
                 found.update(a.name for a in node.names if a.name in modules)
             elif isinstance(node, ast.ImportFrom):
@@ -85,7 +84,7 @@ def _graph() -> dict[str, set[str]]:
     modules = _modules()
     graph = {}
     for name, path in modules.items():
-        deps = _top_level_imports(path, name, modules)
+        deps = _imports(path, name, modules)
         # A package's submodule importing the package itself would be a cycle through __init__.
         graph[name] = deps
     return graph

@@ -6,6 +6,7 @@
 from typing import Any
 
 from vectorgate import distributed, presets, recorder, skip, stability, variants
+from vectorgate._version import __version__
 from vectorgate.base import ResidualGate
 from vectorgate.discovery import count_parameters, gates
 from vectorgate.functional import exp_gated_residual, gated_residual
@@ -27,8 +28,6 @@ from vectorgate.recorder import GateRecorder, GateStats
 from vectorgate.residual import GatedResidual
 from vectorgate.skip import SkipBudget, calibrate_skipping, disable_skipping, enable_skipping
 from vectorgate.stability import NonFiniteError, UnstableGateWarning, check_gates
-
-__version__ = "0.3.0"
 
 # Names that need an optional dependency, imported on first access.
 _LAZY = {

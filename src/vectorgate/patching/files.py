@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vectorgate._version import __version__
 from vectorgate.discovery import gate_parameter_names, gates
 from vectorgate.patching.config import GateConfig
 from vectorgate.patching.core import patch, patch_state, unpatch
@@ -210,8 +211,6 @@ def save_gates(
     Raises:
         ValueError: the model is not patched, or a module in ``modules_to_save`` is missing.
     """
-    from vectorgate import __version__
-
     state = patch_state(model)
     if state is None:
         raise ValueError(f"{type(model).__name__} is not patched by vectorgate: nothing to save")

@@ -38,12 +38,7 @@ from typing import Any
 
 from vectorgate.base import ResidualGate
 from vectorgate.gate import VectorGate
-from vectorgate.variants.hyper import (
-    HyperConnectionSite,
-    hyper_connections,
-    hyper_connections_dynamic,
-    manifold_hyper_connections,
-)
+from vectorgate.variants.hyper import STREAM_VARIANTS, HyperConnectionSite
 from vectorgate.variants.laurel import (
     LaurelLowRankResidual,
     LaurelResidual,
@@ -106,9 +101,7 @@ VARIANTS: dict[str, Callable[..., ResidualGate]] = {
     "laurel_lr": LaurelLowRankResidual,
     "laurel_rw_lr": laurel_rw_lr,
     # Stream-expanding (hosted by vectorgate.variants.hyper.hyper_connect, not by patch()).
-    "hc": hyper_connections,
-    "hc_dynamic": hyper_connections_dynamic,
-    "mhc": manifold_hyper_connections,
+    **STREAM_VARIANTS,
 }
 
 

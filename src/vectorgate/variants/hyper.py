@@ -53,6 +53,7 @@ from vectorgate.base import ResidualGate
 from vectorgate.variants._common import check_dim, num_parameters
 
 __all__ = [
+    "STREAM_VARIANTS",
     "HyperConnectionSite",
     "HyperConnectionsHost",
     "hyper_connect",
@@ -254,15 +255,17 @@ def manifold_hyper_connections(dim: int, *, n: int = 4, **kwargs: Any) -> HyperC
     return HyperConnectionSite(dim, n=n, kind="mhc", **kwargs)
 
 
-for _factory in (hyper_connections, hyper_connections_dynamic, manifold_hyper_connections):
+#: The stream-expanding variants by name (registered in :data:`vectorgate.variants.VARIANTS` too).
+STREAM_VARIANTS: dict[str, Callable[..., HyperConnectionSite]] = {
+    "hc": hyper_connections, "hc_dynamic": hyper_connections_dynamic, "mhc": manifold_hyper_connections,
+}
+for _factory in STREAM_VARIANTS.values():
     _factory.expands_stream = True  # type: ignore[attr-defined]
 
 
 def is_stream_variant(name: str) -> bool:
-    """Whether the registered variant ``name`` widens the residual stream (needs :func:`hyper_connect`)."""
-    from vectorgate.variants import VARIANTS
-
-    return bool(getattr(VARIANTS.get(name), "expands_stream", False))
+    """Whether the variant ``name`` widens the residual stream (needs :func:`hyper_connect`)."""
+    return name in STREAM_VARIANTS
 
 
 def _first_tensor(args: tuple, kwargs: dict[str, Any], what: str) -> tuple[Tensor, Callable[[Tensor], tuple]]:
@@ -357,8 +360,6 @@ def hyper_connect(
     residual stream, bit for bit) the whole model's output is the plain model's bit for bit
     (n = 2 or 4: summing n equal copies and dividing by n is exact).
     """
-    from vectorgate.variants import build_gate
-
     if not is_stream_variant(variant):
         raise ValueError(f"{variant!r} is not a stream-expanding variant (e.g. hc, hc_dynamic, mhc)")
     if getattr(model, "_vectorgate_streams", None) is not None:
@@ -375,7 +376,7 @@ def hyper_connect(
     for layer, layer_sites in layers:
         if HyperConnectionsHost.ATTR in layer._modules:
             raise ValueError(f"{type(layer).__name__} already holds hyper-connections")
-        made = [build_gate(variant, dim, layer_index=len(sites) + i, **factory, **kwargs)
+        made = [STREAM_VARIANTS[variant](dim, layer_index=len(sites) + i, **factory, **kwargs)
                 for i in range(len(layer_sites))]
         sites.extend(made)  # type: ignore[arg-type]
         built.append((layer, made, layer_sites))  # type: ignore[arg-type]
