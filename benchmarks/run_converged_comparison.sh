@@ -21,20 +21,14 @@ cd "$(dirname "$0")/.."
 VG="${VG:-.venv/bin/vectorgate}"
 OUT=docs/results/converged
 export HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error
-EXTRA=("$@")
+EXTRA=(--references plain "$@")
 PRESET="vectorgate[init=random,init_curvature=0.5]"
 
-run_seeds() {  # run_seeds SHARD NSEEDS TASK -- ARMS...: seeds 0..NSEEDS-1, one seed at a time (paired if stopped)
-  local shard=$1 n=$2 task=$3; shift 4
-  for ((k = 1; k <= n; k++)); do
-    "$VG" compare --shard "$shard" --tasks "$task" --variants "$@" --seeds "$k" --output-dir "$OUT" \
-      --threads 1 --no-progress --references plain "${EXTRA[@]}"
-  done
-}
+source benchmarks/_run_seeds.sh
 
-run_seeds a 5 charlm_long -- plain vectorgate "$PRESET" "laurel_lr[rank=16]" &
+run_seeds "$OUT" a 5 charlm_long -- plain vectorgate "$PRESET" "laurel_lr[rank=16]" &
 A=$!
-run_seeds b 5 vit_long -- plain vectorgate "$PRESET" "laurel_lr[rank=16]" "hc_dynamic[n=4]" &
+run_seeds "$OUT" b 5 vit_long -- plain vectorgate "$PRESET" "laurel_lr[rank=16]" "hc_dynamic[n=4]" &
 B=$!
 status=0
 for pid in $A $B; do wait "$pid" || status=1; done

@@ -20,17 +20,11 @@ PY="${PY:-.venv/bin/python}"
 CONVERGED=docs/results/converged
 OUT=docs/results/sweeps
 export HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error
-EXTRA=("$@")
+EXTRA=(--references plain "$@")
 PRESET="init=random,init_curvature=0.5"
 BEST_PEER="${BEST_PEER:-laurel_lr[rank=16]}"
 
-run_seeds() {  # run_seeds OUT SHARD NSEEDS TASK -- ARMS...: seeds 0..NSEEDS-1, one at a time (paired if stopped)
-  local out=$1 shard=$2 n=$3 task=$4; shift 5
-  for ((k = 1; k <= n; k++)); do
-    "$VG" compare --shard "$shard" --tasks "$task" --variants "$@" --seeds "$k" --output-dir "$out" \
-      --threads 1 --no-progress --references plain "${EXTRA[@]}"
-  done
-}
+source benchmarks/_run_seeds.sh
 
 with_lr() {  # with_lr MULT ARM: the arm's label with lr_mult=MULT added
   local mult=$1 arm=$2

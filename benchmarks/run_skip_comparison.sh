@@ -25,28 +25,22 @@ OUT=docs/results/skip
 export HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error
 EXTRA=("$@")
 
-run_seeds() {  # run_seeds SHARD NSEEDS TASK -- ARMS...: seeds 0..NSEEDS-1, one seed at a time (paired if stopped)
-  local shard=$1 n=$2 task=$3; shift 4
-  for ((k = 1; k <= n; k++)); do
-    "$VG" compare --shard "$shard" --tasks "$task" --variants "$@" --seeds "$k" --output-dir "$OUT" \
-      --threads 1 --no-progress "${EXTRA[@]}"
-  done
-}
+source benchmarks/_run_seeds.sh
 
 # Pretrained model: the peers start near the plain residual (sigmoid(5) = 0.993), as our gate
 # starts at it exactly.
 (
-  run_seeds a 3 rt_full -- plain "vectorgate[skip_budget=0.5]" "gateskip[gate_input=x,init_bias=5,skip_budget=0.5]" \
+  run_seeds "$OUT" a 3 rt_full -- plain "vectorgate[skip_budget=0.5]" "gateskip[gate_input=x,init_bias=5,skip_budget=0.5]" \
     "mod_router[skip_budget=0.5]" "vectorgate[skip_budget=0]" "vectorgate[skip_budget=0.5,skip_weight=0.1]" \
     "gateskip[gate_input=x,init_bias=5,skip_budget=0]" "mod_router[skip_budget=0]"
   # The arms the README quotes (trained without a budget) and plain, on to 5 seeds.
-  run_seeds a 5 rt_full -- plain "vectorgate[skip_budget=0]" "gateskip[gate_input=x,init_bias=5,skip_budget=0]" \
+  run_seeds "$OUT" a 5 rt_full -- plain "vectorgate[skip_budget=0]" "gateskip[gate_input=x,init_bias=5,skip_budget=0]" \
     "mod_router[skip_budget=0]"
 ) &
 A=$!
 (
   for task in vit_mnist charlm_shakespeare; do
-    run_seeds b 5 "$task" -- plain "vectorgate[skip_budget=0.5]" "gateskip[gate_input=x,skip_budget=0.5]" \
+    run_seeds "$OUT" b 5 "$task" -- plain "vectorgate[skip_budget=0.5]" "gateskip[gate_input=x,skip_budget=0.5]" \
       "mod_router[skip_budget=0.5]" "vectorgate[skip_budget=0]" "gateskip[gate_input=x,skip_budget=0]" "mod_router[skip_budget=0]"
   done
 ) &
