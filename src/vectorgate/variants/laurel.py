@@ -5,12 +5,20 @@ arXiv:2411.07501) generalise ``x_{i+1} = f(x_i) + x_i`` to
 ``x_{i+1} = alpha * f(x_i) + g(x_i, ...)`` with a learned linear ``g``:
 
 - **LAuReL-RW** (residual weights): ``y = alpha * f(x) + beta_ * x`` with two learned
-  scalars, normalised (softmax over the pair by default, as the paper does, so neither
-  weight grows without bound). Two parameters per site.
-- **LAuReL-LR** (low rank): ``y = f(x) + x + B A x`` with ``A: d -> r``, ``B: r -> d``
-  (``2 r d`` parameters). ``B`` starts at zero, so the site starts as the plain residual
-  bit for bit (``A`` starts orthogonal, so ``B`` gets a gradient from the first step).
-- **LAuReL-RW+LR**: ``y = alpha * f(x) + beta_ * (x + B A x)``.
+  scalars per site (the paper's section 2.1), normalised so that neither grows without
+  bound. The paper says only "a normalization function such as softmax or sigmoid" and gives
+  no initial values; here softmax over the pair is the default and both start at 0.5 (the
+  site starts at ``(x + f) / 2``: our choice, not the paper's). Two parameters per site.
+- **LAuReL-LR** (low rank, eq. 3): ``y = f(x) + x + B A x`` with ``A: d -> r``, ``B: r -> d``
+  (``2 r d`` parameters). ``B`` starts at zero as in the paper, so the site starts as the
+  plain residual bit for bit. ``A`` starts as a random matrix with orthonormal rows; the
+  paper used Xavier (ResNet) or a fixed column-orthogonal matrix with entries
+  ``1/sqrt(r d)`` (LLMs), r times smaller than ours, which makes B's first steps r times
+  smaller there. The default rank 16 is the paper's ResNet value (its LLMs used 4 to 64).
+- **LAuReL-RW+LR** (eq. 5): ``y = alpha * f(x) + beta_ * (x + B A x)``.
+
+Checked against the paper's text (arXiv 2411.07501v4, sections 2 and 3.3). The paper does not
+say whether attention and MLP residuals each get their own LAuReL; here every gated site does.
 
 The paper's third form, LAuReL-PA (a learned mix of earlier layers' activations), needs the
 activations of previous layers and is not a per-site ``(x, f) -> y`` gate; it is not here.
@@ -42,7 +50,7 @@ class LaurelResidual(ResidualGate):
         weights: learn the residual weights (LAuReL-RW).
         rank: rank r of the low-rank map (LAuReL-LR); 0 for none. Clamped to d.
         norm: how the two weight logits become ``(alpha, beta_)``: ``"softmax"`` (default,
-            the paper's choice: ``alpha + beta_ = 1``, both 0.5 at init), ``"sigmoid"``
+            one of the two the paper suggests: ``alpha + beta_ = 1``, both 0.5 at init), ``"sigmoid"``
             (each in (0, 1), both 0.5 at init) or ``"none"`` (the raw logits, both 1 at init:
             the plain residual).
         device: device of the parameters.
