@@ -40,6 +40,7 @@ PUBLIC_MODULES = [
     "vectorgate.patching.changes",
     "vectorgate.patching.families",
     "vectorgate.patching.files",
+    "vectorgate.patching.stacking",
     "vectorgate.patching.training",
     "vectorgate.recorder",
     "vectorgate.plotting",

@@ -22,6 +22,7 @@ from vectorgate.patching import (
     patch,
     reset_gates,
     save_gates,
+    stack_gate_projections,
     unpatch,
 )
 from vectorgate.recorder import GateRecorder, GateStats
@@ -88,6 +89,7 @@ __all__ = [
     "save_gates",
     "skip",
     "stability",
+    "stack_gate_projections",
     "unpatch",
     "variants",
     "write_report",

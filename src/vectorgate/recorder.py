@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from vectorgate.discovery import gates
 from vectorgate.gate import VectorGate
+from vectorgate.patching.stacking import StackedProjection
 
 __all__ = [
     "HIST_BINS",
@@ -314,7 +315,8 @@ class GateRecorder:
         threshold: saturation threshold on ``|tanh(g(x))|`` (see :data:`SATURATION_THRESHOLD`).
 
     Raises:
-        ValueError: if ``model`` holds no VectorGate, or ``threshold`` is not in (0, 1].
+        ValueError: if ``model`` holds no VectorGate, its gate projections are stacked, or
+            ``threshold`` is not in (0, 1].
     """
 
     def __init__(self, model: nn.Module, *, threshold: float = SATURATION_THRESHOLD) -> None:
@@ -322,6 +324,12 @@ class GateRecorder:
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
+        if any(isinstance(m, StackedProjection) for m in model.modules()):
+            raise ValueError(
+                "GateRecorder reads z from each gate's own projection, which a model with stacked "
+                "projections (stack_gate_projections) does not call; record on the unstacked model "
+                "(vectorgate.unpatch, then patch or load_gates again)"
+            )
         found, self.skipped = _find_gates(model)
         if not found:
             found = f" (found other residual variants: {', '.join(self.skipped)})" if self.skipped else ""

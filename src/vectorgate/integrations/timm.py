@@ -47,6 +47,7 @@ from vectorgate.patching import (
     GateConfig,
     register_family,
 )
+from vectorgate.patching.stacking import stack_hooked_site
 from vectorgate.skip.adapters import hooked_branch_skip_changes
 from vectorgate.variants import build_gate
 
@@ -214,6 +215,7 @@ class TimmViTFamily(Family):
     )
     sites = ("attention", "mlp")
     skip_sites = ("mlp",)
+    gate_sources = ("x", "normed")
 
     structural = True
 
@@ -234,6 +236,11 @@ class TimmViTFamily(Family):
 
     def gate_at(self, layer: nn.Module, site: str) -> ResidualGate:
         return getattr(layer, _SITES[site][2])
+
+    def stack_changes(self, layer: nn.Module, site: str, patch_changes: Sequence[Change]) -> list[Change]:
+        # With gate_source="normed" the gate reads norm1/norm2's output, as attn.qkv / mlp.fc1 do.
+        target = {"attention": "attn.qkv", "mlp": "mlp.fc1"}[site]
+        return stack_hooked_site(layer, target, self.gate_at(layer, site), patch_changes)
 
     def skip_changes(self, layer: nn.Module, site: str, skip: Any, patch_changes: Sequence[Change]) -> list[Change]:
         # The MLP runs on the kept tokens; the hook on ls2 (LayerScale maps 0 to 0) makes the delta.

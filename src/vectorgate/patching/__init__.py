@@ -7,6 +7,8 @@ One concern a module:
 - :mod:`~vectorgate.patching.changes`: the reversible edits integrations are made of.
 - :mod:`~vectorgate.patching.families`: the family registry and integration loading.
 - :mod:`~vectorgate.patching.files`: :func:`save_gates` / :func:`load_gates`.
+- :mod:`~vectorgate.patching.stacking`: :func:`stack_gate_projections`, one GEMM for a
+  gate's projection and the branch's first projection.
 - :mod:`~vectorgate.patching.training`: optimizer groups, gate-only adaptation, re-init.
 """
 
@@ -36,6 +38,7 @@ from vectorgate.patching.families import (
     register_integration,
 )
 from vectorgate.patching.files import load_gates, read_gate_config, save_gates
+from vectorgate.patching.stacking import stack_gate_projections
 from vectorgate.patching.training import (
     make_gate_adapter,
     mark_only_gates_trainable,
@@ -73,5 +76,6 @@ __all__ = [
     "register_integration",
     "reset_gates",
     "save_gates",
+    "stack_gate_projections",
     "unpatch",
 ]

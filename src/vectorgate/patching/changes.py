@@ -107,39 +107,61 @@ class _DeltaHooks:
 
     ``x`` is the residual stream of the call in progress: set by :meth:`capture` just before
     the branch runs and cleared by :meth:`replace_output`, so no tensor outlives the layer
-    call. Gradient checkpointing re-runs the layer's forward, which re-runs both hooks in
-    the same order, so the recomputation reads its own x.
+    call. With ``normed`` (``GateConfig.gate_source="normed"``) the gate reads ``n``, the
+    pre-norm's output, captured by :meth:`capture_normed` and cleared alike. Gradient
+    checkpointing re-runs the layer's forward, which re-runs the hooks in the same order, so
+    the recomputation reads its own tensors.
     """
 
     def __init__(self, gate: ResidualGate) -> None:
         self.gate = gate
+        self.normed = False
         self.x: Tensor | None = None
+        self.n: Tensor | None = None
         self.z_source: Any = None
-        """Set while token skipping is on: ``z_source(x)`` returns the z the skip decision
-        already computed from this x (or None), so the gate does not project x twice."""
+        """Set while token skipping is on: ``z_source(t)`` returns the z the skip decision
+        already computed from this gate input t (or None), so the gate does not project twice."""
+        self.link: Any = None
+        """Set by :func:`vectorgate.stack_gate_projections`: ``link.take(n)`` returns the
+        z the stacked GEMM computed from this very n (or None)."""
 
-    def _delta(self, x: Tensor, f: Tensor) -> Tensor:
-        z = None if self.z_source is None else self.z_source(x)
+    @property
+    def gate_in(self) -> Tensor | None:
+        """The tensor the gate's projection reads in the call in progress: n or x."""
+        return self.n if self.normed else self.x
+
+    def _delta(self, x: Tensor, f: Tensor, gate_in: Tensor) -> Tensor:
+        z = None if self.z_source is None else self.z_source(gate_in)
+        if z is None and self.link is not None:
+            z = self.link.take(gate_in)
+        if z is None and self.normed:
+            z = self.gate.pre_activation(gate_in)
         return self.gate.residual_delta(x, f) if z is None else self.gate.residual_delta(x, f, z)
 
     def capture(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
         self.x = _first_tensor_input(args, kwargs, module)
 
+    def capture_normed(self, module: nn.Module, args: tuple, kwargs: dict[str, Any], output: Any) -> None:
+        if not isinstance(output, Tensor):
+            raise TypeError(f"vectorgate expected {type(module).__name__} (a pre-norm) to return a Tensor, "
+                            f"got {type(output).__name__}")
+        self.n = output
+
     def replace_output(self, module: nn.Module, args: tuple, kwargs: dict[str, Any], output: Any) -> Any:
-        x = self.x
-        self.x = None
-        if x is None:
+        x, gate_in = self.x, self.gate_in
+        self.x = self.n = None
+        if x is None or gate_in is None:
             raise RuntimeError(
                 f"vectorgate: {type(module).__name__} ran before the module that reads its residual "
                 "input; this layer's forward does not follow the order its family expects"
             )
-        return _with_first(output, lambda f: self._delta(x, f))
+        return _with_first(output, lambda f: self._delta(x, f, gate_in))
 
     def replace_output_reading_input(
         self, module: nn.Module, args: tuple, kwargs: dict[str, Any], output: Any
     ) -> Any:
         x = _first_tensor_input(args, kwargs, module)
-        return _with_first(output, lambda f: self._delta(x, f))
+        return _with_first(output, lambda f: self._delta(x, f, x))
 
 
 def _with_first(output: Any, fn) -> Any:
@@ -170,6 +192,24 @@ class GateBranchOutput(Change):
         self.hooks = _DeltaHooks(gate)
         self.handles: list[Any] = []
 
+    def read_normed(self) -> None:
+        """Make the gate read the pre-norm's output instead of x (``gate_source="normed"``);
+        call before :meth:`apply`.
+
+        Raises:
+            ValueError: the site has no pre-norm, or its gate cannot take a precomputed z.
+        """
+        gate = self.hooks.gate
+        if self.capture is None:
+            raise ValueError(f"gate_source='normed': the site of {type(self.branch).__name__} has no pre-norm to read")
+        if not gate.can_skip:
+            raise ValueError(
+                f"gate_source='normed' needs a gate whose projection reads one tensor (pre_activation, "
+                f"residual(x, f, z)); {type(gate).__name__} does not (variants that do: vectorgate, "
+                "vectorgate_lowrank, vectorgate_scalar, gateskip[gate_input=x], mod_router)"
+            )
+        self.hooks.normed = True
+
     def apply(self) -> None:
         if self.capture is None:
             self.handles.append(
@@ -179,6 +219,10 @@ class GateBranchOutput(Change):
             self.handles.append(
                 self.capture.register_forward_pre_hook(self.hooks.capture, with_kwargs=True)
             )
+            if self.hooks.normed:
+                self.handles.append(
+                    self.capture.register_forward_hook(self.hooks.capture_normed, with_kwargs=True)
+                )
             self.handles.append(
                 self.branch.register_forward_hook(self.hooks.replace_output, with_kwargs=True)
             )
@@ -187,6 +231,6 @@ class GateBranchOutput(Change):
         for handle in self.handles:
             handle.remove()
         self.handles.clear()
-        self.hooks.x = None
+        self.hooks.x = self.hooks.n = None
 
 

@@ -19,7 +19,12 @@ from typing import Any
 
 import torch
 
-__all__ = ["GateConfig"]
+__all__ = ["GATE_SOURCES", "GateConfig"]
+
+#: What a gate's projection can read (see :attr:`GateConfig.gate_source`).
+GATE_SOURCES = ("x", "normed")
+#: Fields added after 0.3.0 and their values for files written before them.
+_ADDED_SINCE_0_3: dict[str, Any] = {"gate_source": "x"}
 
 
 def _jsonable(key: str, value: Any) -> Any:
@@ -52,6 +57,15 @@ class GateConfig:
             each layer's device, in its dtype unless ``dtype`` is given.
         modules_to_save: non-gate modules trained and saved with the gates (e.g. a new
             ``"classifier"`` head), set by :func:`vectorgate.make_gate_adapter`.
+        gate_source: what the gate's projection reads. ``"x"`` (default): the residual stream
+            x, the seed's ``s = c * tanh(g(x))``. ``"normed"``: in pre-norm layers
+            (``x + f(norm(x))``: GPT-2, Llama-like, HF ViT, timm ViT), the pre-norm's output
+            ``norm(x)``, the tensor the branch's first GEMM also reads, which lets
+            :func:`vectorgate.stack_gate_projections` compute both in one GEMM. A deviation
+            from the seed's g(x): alpha and beta still multiply x and f(norm(x)). Post-LN
+            families (BERT) have no pre-norm (their x is already a LayerNorm's output) and
+            take ``"x"`` only. Measured effect on quality: docs/results_reading.md. (Not
+            called ``gate_input``: that is GateSkip's own option, in ``gate_kwargs``.)
 
     Keyword arguments that are not fields go into ``gate_kwargs`` (``GateConfig(rank=64)``).
 
@@ -66,6 +80,7 @@ class GateConfig:
     family: str | None = None
     gate_kwargs: dict[str, Any] = field(default_factory=dict)
     modules_to_save: tuple[str, ...] = ()
+    gate_source: str = "x"
 
     def __init__(
         self,
@@ -75,6 +90,7 @@ class GateConfig:
         family: str | None = None,
         gate_kwargs: Mapping[str, Any] | None = None,
         modules_to_save: str | Sequence[str] = (),
+        gate_source: str = "x",
         **options: Any,
     ) -> None:
         self.variant = variant
@@ -88,6 +104,7 @@ class GateConfig:
         merged.update(options)
         self.gate_kwargs = merged
         self.modules_to_save = modules_to_save  # type: ignore[assignment]
+        self.gate_source = gate_source
         self.__post_init__()
 
     def __post_init__(self) -> None:
@@ -123,6 +140,8 @@ class GateConfig:
         if not all(isinstance(m, str) and m for m in modules):
             raise TypeError(f"modules_to_save must be module names, got {self.modules_to_save!r}")
         self.modules_to_save = modules
+        if self.gate_source not in GATE_SOURCES:
+            raise ValueError(f"gate_source must be one of {GATE_SOURCES}, got {self.gate_source!r}")
 
     def replace(self, **changes: Any) -> GateConfig:
         """A copy with ``changes`` applied (validated like a new config)."""
@@ -140,11 +159,13 @@ class GateConfig:
             "family": self.family,
             "gate_kwargs": {k: _jsonable(k, v) for k, v in self.gate_kwargs.items()},
             "modules_to_save": list(self.modules_to_save),
+            "gate_source": self.gate_source,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "the config") -> GateConfig:
-        """Rebuild a config from :meth:`to_dict`'s output; every field must be present.
+        """Rebuild a config from :meth:`to_dict`'s output; every field must be present, except
+        fields added since 0.3.0, which take their defaults (files written by older versions).
 
         Raises:
             ValueError: ``data`` lacks a field or has one GateConfig does not know.
@@ -152,6 +173,7 @@ class GateConfig:
         if not isinstance(data, Mapping):
             raise ValueError(f"{source} must be a JSON object, got {type(data).__name__}")
         names = [f.name for f in dataclasses.fields(cls)]
+        data = {**_ADDED_SINCE_0_3, **data}
         unknown = sorted(set(data) - set(names))
         missing = [n for n in names if n not in data]
         if unknown or missing:

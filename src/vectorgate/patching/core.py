@@ -16,7 +16,7 @@ from torch import nn
 
 from vectorgate.base import ResidualGate
 from vectorgate.discovery import gates
-from vectorgate.patching.changes import Change
+from vectorgate.patching.changes import Change, GateBranchOutput
 from vectorgate.patching.config import GateConfig
 from vectorgate.patching.families import find_family
 from vectorgate.variants import build_gate
@@ -166,6 +166,12 @@ def patch(model: nn.Module, config: GateConfig | None = None, /, **kwargs: Any) 
     if unknown:
         raise ValueError(f"sites must be a non-empty subset of {fam.sites} for family {fam.name!r}, got {sites}")
     sites = tuple(s for s in fam.sites if s in sites)  # forward order, whatever the caller's order
+    if config.gate_source not in fam.gate_sources:
+        raise ValueError(
+            f"gate_source={config.gate_source!r} is not available for family {fam.name!r} (it takes "
+            f"{fam.gate_sources}); 'normed' needs pre-norm layers (x + f(norm(x))), where the gate can "
+            "read norm(x) like the branch does. In post-LN layers x is already a LayerNorm's output."
+        )
     chosen = _resolve_layers(config.layers, len(found))
     for name, _ in found:
         for sub_name, sub in model.get_submodule(name).named_modules() if name else model.named_modules():
@@ -189,7 +195,12 @@ def patch(model: nn.Module, config: GateConfig | None = None, /, **kwargs: Any) 
             gate = build_gate(config.variant, fam.site_dim(layer, site), **config.gate_kwargs)
             layer_gates[site] = gate.to(**factory) if factory else gate
             gated_sites.add(site)
-        changes.extend(fam.changes(layer, layer_gates))
+        layer_changes = fam.changes(layer, layer_gates)
+        if config.gate_source == "normed":
+            for change in layer_changes:
+                if isinstance(change, GateBranchOutput):
+                    change.read_normed()
+        changes.extend(layer_changes)
     if config.sites is not None and set(sites) - gated_sites:
         raise ValueError(
             f"no chosen layer of {type(model).__name__} has site(s) {sorted(set(sites) - gated_sites)}"

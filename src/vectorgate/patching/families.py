@@ -58,6 +58,8 @@ class Family:
         expects: the module structure it recognises, in words (shown with ``description``).
         sites: every residual site a layer of this family can have, in forward order.
         skip_sites: sites whose branch :mod:`vectorgate.skip` can run on the kept tokens only.
+        gate_sources: the values of :attr:`GateConfig.gate_source` the family supports;
+            ``"normed"`` needs sites gated by :class:`GateBranchOutput` with a pre-norm.
     """
 
     name: str = ""
@@ -65,6 +67,7 @@ class Family:
     expects: str = ""
     sites: tuple[str, ...] = ("attention", "mlp")
     skip_sites: tuple[str, ...] = ()
+    gate_sources: tuple[str, ...] = ("x",)
 
     def find_layers(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
         """The residual layers of ``model`` in forward order, as (qualified name, layer).
@@ -94,6 +97,12 @@ class Family:
         """The edits that gate ``layer``'s sites (``gates`` maps site -> gate). Must not
         modify anything: :func:`vectorgate.patch` applies them."""
         raise NotImplementedError
+
+    def stack_changes(self, layer: nn.Module, site: str, patch_changes: Sequence[Change]) -> list[Change]:
+        """The edits that stack the gate projection of ``site`` of a patched ``layer`` with the
+        branch projection that reads the same tensor (see
+        :func:`vectorgate.stack_gate_projections`); ``[]`` where that cannot be done. Default: ``[]``."""
+        return []
 
     @staticmethod
     def layers_of_class(model: nn.Module, class_names: Iterable[str]) -> list[tuple[str, nn.Module]]:

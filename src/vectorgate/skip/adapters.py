@@ -33,11 +33,14 @@ def hooked_branch_skip_changes(
     hooks = next((c.hooks for c in patch_changes if isinstance(c, GateBranchOutput) and c.branch is hooked), None)
     if hooks is None or hooks.gate is not skip.gate:
         raise ValueError(f"no vectorgate hook on {type(hooked).__name__} for the gate of {skip.name}")
+    if hooks.link is not None:
+        raise ValueError("token skipping needs unstacked gate projections: undo stack_gate_projections "
+                         "(vectorgate.unpatch and patch again) before enable_skipping")
     dense_forward = type(branch).forward
 
     def skipping_forward(h: Any, *args: Any, **kwargs: Any) -> Any:
-        x = hooks.x
-        _, keep = (None, None) if x is None else skip.decide(x)
+        gate_in = hooks.gate_in  # x, or the pre-norm's output with gate_source="normed"
+        _, keep = (None, None) if gate_in is None else skip.decide(gate_in)
         if keep is None:
             return dense_forward(branch, h, *args, **kwargs)
         return run_on_kept(lambda rows: dense_forward(branch, rows, *args, **kwargs), h, keep)

@@ -23,16 +23,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vectorgate.base import ResidualGate
-from vectorgate.gate import LowRankProjection, VectorGate
-from vectorgate.patching import Change, ReplaceModule, patch_state
+from vectorgate.gate import VectorGate
+from vectorgate.patching import Change, ReplaceModule, SetAttribute
+from vectorgate.patching.stacking import GateLink, StackedProjection, stack_gate_projections
 from vectorgate.variants import build_gate
 
-__all__ = ["GatedBertOutput", "GatedBertSelfOutput", "stack_gate_projections"]
+# stack_gate_projections lives in vectorgate.patching.stacking; importable from here as before.
+__all__ = ["GatedBertOutput", "GatedBertSelfOutput", "bert_stack_changes", "stack_gate_projections"]
 
 
 class _GatedPostLNOutput(nn.Module):
@@ -116,7 +116,7 @@ class _GatedPostLNOutput(nn.Module):
             ``(batch, seq, hidden_size)``.
         """
         f_x = self.dropout(self.dense(hidden_states))
-        link: _GateLink | None = getattr(self, "_stacked", None)  # set by stack_gate_projections
+        link: GateLink | None = getattr(self, "_stacked", None)  # set by stack_gate_projections
         z = None if link is None else link.take(input_tensor)
         if z is None:  # the usual path; other gate variants take no z
             return self.LayerNorm(self.gate.residual(input_tensor, f_x))
@@ -160,145 +160,24 @@ class GatedBertOutput(_GatedPostLNOutput):
 # ----------------------------------------------------------------------------- stacking
 
 
-class _GateLink:
-    """Hands the gate's projection from the stacked GEMM to the output module that needs it.
+def bert_stack_changes(layer: nn.Module, site: str) -> list[Change]:
+    """The edits that stack a BERT-like layer's gate projection (:func:`stack_gate_projections`).
 
-    A plain object, not a module: nothing in it is registered, so no state-dict key changes.
+    ``"attention"``: the gate of ``attention.output`` into ``attention.self.query``;
+    ``"mlp"``: the gate of ``output`` into ``intermediate.dense``. Both read the sub-layer's
+    input x, which the gated output module receives as ``input_tensor``. Other sites, other
+    gate variants and other module layouts: ``[]``.
     """
-
-    def __init__(self, gate: VectorGate) -> None:
-        self.gate = gate
-        self.x: Tensor | None = None
-        self.h: Tensor | None = None
-
-    @property
-    def first(self) -> nn.Linear:
-        """The gate's first linear map: ``proj`` (full rank) or ``proj.down`` (low rank)."""
-        proj = self.gate.proj
-        return proj.down if isinstance(proj, LowRankProjection) else proj
-
-    def put(self, x: Tensor, h: Tensor) -> None:
-        self.x, self.h = x, h
-
-    def take(self, x: Tensor) -> Tensor | None:
-        """z = g(x) if the stacked GEMM computed it from this very ``x``, else None."""
-        if self.x is not x or self.h is None:
-            return None
-        h, self.x, self.h = self.h, None, None  # hold nothing past the step
-        proj = self.gate.proj
-        return proj.up(h) if isinstance(proj, LowRankProjection) else h
-
-
-class _StackedLinear(nn.Module):
-    """The branch's first ``nn.Linear``, computing the gate's first projection in the same GEMM.
-
-    ``weight`` and ``bias`` are the host layer's own Parameters (same objects, same keys); the
-    gate's weights stay the gate's. They are concatenated at every forward
-    (``[W_host; W_gate]``, a copy of both weights: small next to the GEMM at realistic token
-    counts), multiplied once, and split: the host's part is returned, the gate's part is
-    handed to the output module through the link.
-
-    Shapes: ``x (..., in_features) -> (..., out_features)``; the gate part is ``(..., d)``
-    (full rank) or ``(..., rank)`` (low rank). The outputs are views of one ``(..., out +
-    d_gate)`` tensor (not contiguous), which every consumer here reads as it is.
-    """
-
-    def __init__(self, host: nn.Linear, link: _GateLink) -> None:
-        super().__init__()
-        self.in_features, self.out_features = host.in_features, host.out_features
-        self.weight = host.weight
-        self.bias = host.bias
-        self.__dict__["_link"] = link  # not a submodule: the gate is registered where it lives
-
-    def forward(self, x: Tensor) -> Tensor:
-        gate = self._link.first
-        weight = torch.cat([self.weight, gate.weight.to(self.weight.dtype)])
-        bias = None
-        if self.bias is not None or gate.bias is not None:
-            host_b = self.bias if self.bias is not None else self.weight.new_zeros(self.out_features)
-            gate_b = gate.bias if gate.bias is not None else self.weight.new_zeros(gate.out_features)
-            bias = torch.cat([host_b, gate_b.to(host_b.dtype)])
-        out = F.linear(x, weight, bias)
-        host_out, gate_out = out.split([self.out_features, gate.out_features], dim=-1)
-        self._link.put(x, gate_out)
-        return host_out
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, stacked with the gate"
-
-
-class _SetLink(Change):
-    """Attach (and on revert, detach) the link an output module reads its z from."""
-
-    def __init__(self, module: nn.Module, link: _GateLink) -> None:
-        self.module, self.link = module, link
-
-    def apply(self) -> None:
-        self.module.__dict__["_stacked"] = self.link
-
-    def revert(self) -> None:
-        self.module.__dict__.pop("_stacked", None)
-
-
-def stack_gate_projections(model: nn.Module) -> int:
-    """Compute each gate's projection in one GEMM with the branch projection that reads its x.
-
-    In a BERT-like post-LN layer the attention sub-layer's input feeds both Q/K/V and the
-    attention gate, and the FFN's input feeds both the intermediate dense and the FFN gate.
-    After this call, ``attention.self.query`` multiplies by ``[W_q; W_gate]`` and
-    ``intermediate.dense`` by ``[W_intermediate; W_gate]`` (for a low-rank gate, its ``down``
-    matrix), and the gated output modules take ``z`` from there: one larger GEMM instead of
-    two, same result up to float rounding (the GEMM may block the sum differently, so not
-    bit for bit: which is why this is opt-in and :func:`vectorgate.patch` does not do it).
-
-    Parameter names, gate files (:func:`vectorgate.save_gates`/``load_gates``) and the
-    optimizer's view of the parameters do not change: the weights are concatenated at
-    forward time. :func:`vectorgate.unpatch` undoes this too.
-
-    Args:
-        model: a model patched by :func:`vectorgate.patch` with the ``bert`` family and
-            :class:`vectorgate.VectorGate` gates (any rank).
-
-    Returns:
-        How many gate projections were stacked (0 if none could be: other families or gate
-        variants are left as they are).
-
-    Raises:
-        ValueError: the model is not patched, or is stacked already.
-    """
-    state = patch_state(model)
-    if state is None:
-        raise ValueError(f"{type(model).__name__} is not patched by vectorgate; call vectorgate.patch first")
-    if any(isinstance(m, _StackedLinear) for m in model.modules()):
-        raise ValueError("the gate projections of this model are stacked already")
-    changes: list[Change] = []
-    for module in model.modules():
-        host_parent, host_name, out = _stack_site(module)
-        if out is None:
-            continue
-        link = _GateLink(out.gate)
-        host = getattr(host_parent, host_name)
-        changes += [ReplaceModule(host_parent, host_name, _StackedLinear(host, link)), _SetLink(out, link)]
-    for change in changes:
-        change.apply()
-    state.changes.extend(changes)  # unpatch reverts them first (it walks the list backwards)
-    return len(changes) // 2
-
-
-def _stack_site(layer: nn.Module) -> tuple[nn.Module | None, str, _GatedPostLNOutput | None]:
-    """(parent, name, gated output) for the two stackable sites of a BERT layer, one at a time.
-
-    Called on every module: a ``BertAttention``-like module (``self.query`` + gated
-    ``output``) gives its attention site, a ``BertLayer``-like module (``intermediate.dense``
-    + gated ``output``) its FFN site.
-    """
-    out = getattr(layer, "output", None)
+    if site == "attention":
+        out, parent, name = getattr(layer.attention, "output", None), getattr(layer.attention, "self", None), "query"
+    elif site == "mlp":
+        out, parent, name = getattr(layer, "output", None), getattr(layer, "intermediate", None), "dense"
+    else:
+        return []
     if not isinstance(out, _GatedPostLNOutput) or not isinstance(out.gate, VectorGate):
-        return None, "", None
-    query_parent = getattr(layer, "self", None)
-    if isinstance(out, GatedBertSelfOutput) and isinstance(getattr(query_parent, "query", None), nn.Linear):
-        return query_parent, "query", out
-    inter = getattr(layer, "intermediate", None)
-    if isinstance(out, GatedBertOutput) and isinstance(getattr(inter, "dense", None), nn.Linear):
-        return inter, "dense", out
-    return None, "", None
+        return []
+    host = getattr(parent, name, None)
+    if not isinstance(host, nn.Linear):
+        return []
+    link = GateLink(out.gate)
+    return [ReplaceModule(parent, name, StackedProjection(host, link)), SetAttribute(out, "_stacked", link)]

@@ -29,7 +29,11 @@ from vectorgate.integrations._structure import (
     is_linear,
     is_norm,
 )
-from vectorgate.integrations.transformers.modules import GatedBertOutput, GatedBertSelfOutput
+from vectorgate.integrations.transformers.modules import (
+    GatedBertOutput,
+    GatedBertSelfOutput,
+    bert_stack_changes,
+)
 from vectorgate.patching import Change, Family, ReplaceModule, SetAttribute, register_family
 from vectorgate.skip.gather import run_on_kept
 
@@ -139,6 +143,9 @@ class BertFamily(Family):
 
     def gate_at(self, layer: nn.Module, site: str) -> ResidualGate:
         return self._output(layer, site).gate
+
+    def stack_changes(self, layer: nn.Module, site: str, patch_changes: Sequence[Change]) -> list[Change]:
+        return bert_stack_changes(layer, site)
 
     def skip_changes(self, layer: nn.Module, site: str, skip: Any, patch_changes: Sequence[Change]) -> list[Change]:
         """Override the layer's ``feed_forward_chunk`` (intermediate -> output) on the instance."""

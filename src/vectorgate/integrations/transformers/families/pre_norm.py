@@ -50,6 +50,7 @@ from vectorgate.integrations._structure import (
     norm_dim,
 )
 from vectorgate.patching import AddModule, Change, Family, GateBranchOutput, register_family
+from vectorgate.patching.stacking import stack_hooked_site
 from vectorgate.skip.adapters import hooked_branch_skip_changes
 
 GATES_ATTR = "residual_gates"
@@ -68,6 +69,9 @@ class PreNormFamily(Family):
         known_layers: (module, class name) of the library's own layer classes.
         allowed_children: for other classes, the only child names allowed (None: any).
         lookalikes: (module, class name) of classes that have the names but another forward.
+        stack_targets: site -> dotted path (from the layer) of the branch's first projection,
+            which reads the pre-norm's output; :func:`vectorgate.stack_gate_projections`
+            stacks the gate into it when the model was patched with ``gate_source="normed"``.
     """
 
     layer_classes: ClassVar[tuple[str, ...]] = ()
@@ -76,7 +80,9 @@ class PreNormFamily(Family):
     known_layers: ClassVar[tuple[tuple[str, str], ...]] = ()
     allowed_children: ClassVar[frozenset[str] | None] = None
     lookalikes: ClassVar[tuple[tuple[str, str], ...]] = ()
+    stack_targets: ClassVar[dict[str, str]] = {}
     skip_sites = ("mlp",)
+    gate_sources = ("x", "normed")
 
     def _site_present(self, layer: nn.Module, site: str) -> bool:
         norm, branch = self.site_modules[site]
@@ -133,6 +139,10 @@ class PreNormFamily(Family):
     def gate_at(self, layer: nn.Module, site: str) -> ResidualGate:
         return getattr(layer, GATES_ATTR)[site]
 
+    def stack_changes(self, layer: nn.Module, site: str, patch_changes: Sequence[Change]) -> list[Change]:
+        target = self.stack_targets.get(site)
+        return [] if target is None else stack_hooked_site(layer, target, self.gate_at(layer, site), patch_changes)
+
     def skip_changes(self, layer: nn.Module, site: str, skip: Any, patch_changes: Sequence[Change]) -> list[Change]:
         branch = getattr(layer, self.site_modules[site][1])
         return hooked_branch_skip_changes(branch, branch, skip, patch_changes)
@@ -158,6 +168,9 @@ class GPT2Family(PreNormFamily):
     known_layers = _tf("gpt2", "GPT2Block")
     allowed_children = frozenset({"ln_1", "attn", "ln_2", "mlp", "ln_cross_attn", "crossattention"})
     lookalikes = _tf("openai", "Block")  # OpenAI GPT: the same names, post-norm
+    stack_targets: ClassVar[dict[str, str]] = {
+        "attention": "attn.c_attn", "cross_attention": "crossattention.q_attn", "mlp": "mlp.c_fc",
+    }
 
 
 @register_family
@@ -176,6 +189,7 @@ class LlamaFamily(PreNormFamily):
         _tf("llama", "LlamaDecoderLayer") + _tf("mistral", "MistralDecoderLayer") + _tf("qwen2", "Qwen2DecoderLayer")
         + _tf("qwen3", "Qwen3DecoderLayer") + _tf("gemma", "GemmaDecoderLayer")
     )
+    stack_targets: ClassVar[dict[str, str]] = {"attention": "self_attn.q_proj", "mlp": "mlp.gate_proj"}
 
 
 @register_family
@@ -191,4 +205,5 @@ class ViTFamily(PreNormFamily):
         "attention": ("layernorm_before", "attention"), "mlp": ("layernorm_after", "mlp"),
     }
     known_layers = _tf("vit", "ViTLayer")
+    stack_targets: ClassVar[dict[str, str]] = {"attention": "attention.q_proj", "mlp": "mlp.fc1"}
     allowed_children = frozenset({"layernorm_before", "attention", "layernorm_after", "mlp", "dropout"})
