@@ -9,7 +9,7 @@ of every layer gated through :func:`vectorgate.patch` with the default gate:
 - ``vectorgate_r<k>``: the fused op, rank-``k`` g (``d -> k -> d``);
 - ``..._stacked``: the same with each gate's first projection computed in one GEMM with the
   branch's first projection (Q, intermediate dense), see
-  :func:`vectorgate.integrations.transformers.modules.stack_gate_projections`.
+  :func:`vectorgate.stack_gate_projections`.
 
 Each variant runs eager and under ``torch.compile``; all are timed in interleaved rounds in
 one process and reported as ratios to the plain model in the same mode, next to the ratio
@@ -45,7 +45,7 @@ def parse_variant(variant: str) -> tuple[str, int | None, bool]:
 
     ``vectorgate_r64`` -> ("vectorgate", 64, False); ``vectorgate_stacked`` ->
     ("vectorgate", None, True): the gate projections stacked with Q and the intermediate
-    dense (:func:`vectorgate.integrations.transformers.modules.stack_gate_projections`).
+    dense (:func:`vectorgate.stack_gate_projections`).
     """
     name, stacked = (variant.removesuffix("_stacked"), True) if variant.endswith("_stacked") else (variant, False)
     rank = None
@@ -123,7 +123,7 @@ def _bert(cfg: ModelBenchConfig, variant: str, device: torch.device) -> nn.Modul
     elif name != "plain":
         vectorgate.patch(model, **kwargs)
     if stacked:
-        from vectorgate.integrations.transformers.modules import stack_gate_projections
+        from vectorgate.patching.stacking import stack_gate_projections
 
         stack_gate_projections(model)
     return model.to(device).train()
