@@ -16,6 +16,8 @@ from torch import nn
 
 transformers = pytest.importorskip("transformers")
 
+from live_gates import liven_gates  # noqa: E402
+
 import vectorgate.integrations.transformers  # noqa: E402  (registers the families)
 from vectorgate.patching import FAMILIES, find_family, gates, patch, patch_state, unpatch  # noqa: E402
 
@@ -47,12 +49,7 @@ def _families_of(model: nn.Module) -> list[str]:
 
 
 def _make_live(model: nn.Module) -> None:
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for _, gate in gates(model):
-            gate.curvature.fill_(0.5)
-            for p in gate.proj.parameters():
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    liven_gates(model, 0.5)
 
 
 def _check_patch(model: nn.Module, inputs: dict, family: str, n_gates: int) -> None:

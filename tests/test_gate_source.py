@@ -13,6 +13,8 @@ from torch import nn
 transformers = pytest.importorskip("transformers")
 timm = pytest.importorskip("timm")
 
+from live_gates import liven_gates  # noqa: E402
+
 import vectorgate  # noqa: E402
 from vectorgate import GateConfig  # noqa: E402
 from vectorgate.patching import gates, patch, read_gate_config, stack_gate_projections  # noqa: E402
@@ -75,13 +77,7 @@ def _out(model: nn.Module, make_input) -> torch.Tensor:
 
 
 def _liven(model: nn.Module) -> None:
-    """Gates away from the identity init, so what the projection reads matters."""
-    gen = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        for _, gate in gates(model):
-            gate.curvature.fill_(0.7)
-            for p in gate.proj.parameters():
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    liven_gates(model, 0.7, seed=2)
 
 
 def _first_layer(model: nn.Module) -> nn.Module:

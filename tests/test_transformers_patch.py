@@ -9,6 +9,8 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
+from live_gates import liven_gates  # noqa: E402
+
 from vectorgate.base import ResidualGate  # noqa: E402
 from vectorgate.patching import (  # noqa: E402
     FAMILIES,
@@ -67,12 +69,7 @@ def _first_output(model: torch.nn.Module, inputs: dict) -> torch.Tensor:
 
 def _set_curvature(model: torch.nn.Module, value: float) -> None:
     """Make the gates live: c = ``value`` and a random g (the default init starts g's output at zero)."""
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for _, gate in gates(model):
-            gate.curvature.fill_(value)
-            for p in gate.proj.parameters():
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    liven_gates(model, value)
 
 
 @pytest.mark.parametrize(("model_cls", "config_cls", "kwargs", "make_input", "family"),

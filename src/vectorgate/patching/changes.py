@@ -16,13 +16,14 @@ applied ones if anything fails, so a model is either fully patched or left as it
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import Tensor, nn
 
 from vectorgate.base import ResidualGate
 
-__all__ = ["AddModule", "Change", "GateBranchOutput", "ReplaceModule", "SetAttribute"]
+__all__ = ["AddModule", "Change", "GateBranchOutput", "ReplaceModule", "SetAttribute", "apply_all"]
 
 
 
@@ -37,6 +38,22 @@ class Change:
     def revert(self) -> None:
         """Undo :meth:`apply` exactly (by :func:`vectorgate.unpatch`, or when a later change fails)."""
         raise NotImplementedError
+
+
+def apply_all(changes: Sequence[Change], finish: Callable[[], None] | None = None) -> None:
+    """Apply ``changes`` in order, then call ``finish`` (e.g. record what was done); if
+    anything raises, revert the applied changes in reverse order and re-raise: all or nothing."""
+    applied: list[Change] = []
+    try:
+        for change in changes:
+            change.apply()
+            applied.append(change)
+        if finish is not None:
+            finish()
+    except BaseException:
+        for change in reversed(applied):
+            change.revert()
+        raise
 
 
 class ReplaceModule(Change):

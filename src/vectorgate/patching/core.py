@@ -16,7 +16,7 @@ from torch import nn
 
 from vectorgate.base import ResidualGate
 from vectorgate.discovery import gates
-from vectorgate.patching.changes import Change, GateBranchOutput
+from vectorgate.patching.changes import Change, GateBranchOutput, apply_all
 from vectorgate.patching.config import GateConfig
 from vectorgate.patching.families import find_family
 from vectorgate.variants import build_gate
@@ -207,11 +207,7 @@ def patch(model: nn.Module, config: GateConfig | None = None, /, **kwargs: Any) 
         )
     sites = tuple(s for s in sites if s in gated_sites)
 
-    applied: list[Change] = []
-    try:
-        for change in changes:
-            change.apply()
-            applied.append(change)
+    def record() -> None:
         state = PatchState(
             config=config.replace(family=fam.name, sites=sites, layers=chosen),
             layer_names=tuple(found[i][0] for i in chosen),
@@ -219,10 +215,8 @@ def patch(model: nn.Module, config: GateConfig | None = None, /, **kwargs: Any) 
             changes=changes,
         )
         object.__setattr__(model, _STATE_ATTR, state)
-    except BaseException:
-        for change in reversed(applied):
-            change.revert()
-        raise
+
+    apply_all(changes, record)
     return model
 
 

@@ -22,7 +22,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vectorgate.gate import LowRankProjection, VectorGate
-from vectorgate.patching.changes import Change, GateBranchOutput, ReplaceModule, SetAttribute
+from vectorgate.patching.changes import (
+    Change,
+    GateBranchOutput,
+    ReplaceModule,
+    SetAttribute,
+    apply_all,
+)
 from vectorgate.patching.core import patch_state
 from vectorgate.patching.families import FAMILIES
 
@@ -207,14 +213,6 @@ def stack_gate_projections(model: nn.Module) -> int:
             f"nothing to stack in this {type(model).__name__} (family {family.name!r}, variant "
             f"{state.variant!r}): stacking needs VectorGate gates and a family that supports it"
         )
-    applied: list[Change] = []
-    try:
-        for change in changes:
-            change.apply()
-            applied.append(change)
-    except BaseException:
-        for change in reversed(applied):
-            change.revert()
-        raise
+    apply_all(changes)
     state.changes.extend(changes)  # unpatch reverts them first (it walks the list backwards)
     return count

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from vectorgate.base import ResidualGate
 from vectorgate.patching import FAMILIES, Change, patch_state
+from vectorgate.patching.changes import apply_all
 from vectorgate.skip.decision import SkipSite
 
 __all__ = ["SkipController", "disable_skipping", "enable_skipping", "find_skip_sites", "skip_controller"]
@@ -196,16 +197,7 @@ def enable_skipping(model: nn.Module, thresholds: float | Mapping[str, float] | 
     controller = SkipController(model)
     if thresholds is not None:
         controller.set_thresholds(thresholds)  # checked before the model is touched
-    applied: list[Change] = []
-    try:
-        for change in controller.changes:
-            change.apply()
-            applied.append(change)
-    except BaseException:
-        for change in reversed(applied):
-            change.revert()
-        raise
-    object.__setattr__(model, _ATTR, controller)
+    apply_all(controller.changes, lambda: object.__setattr__(model, _ATTR, controller))
     return controller
 
 
