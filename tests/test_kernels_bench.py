@@ -132,3 +132,32 @@ def test_saved_for_backward_counts_distinct_storages() -> None:
 def test_cli_restores_process_settings(quick: dict) -> None:
     # The fixture ran the CLI in this process with --threads 1; the count must come back.
     assert quick["threads_after"] == quick["threads_before"]
+
+
+def test_quick_llama_rows_stack_the_normed_gate(tmp_path) -> None:
+    pytest.importorskip("transformers")
+    out = tmp_path / "bench.json"
+    argv = ["bench", "--quick", "--device", "cpu", "--threads", "1", "--what", "model",
+            "--model-size", "llama_tiny", "--output", str(out)]
+    assert main(argv) == 0
+    (result,) = json.loads(out.read_text())["models"]
+    assert result["config"]["arch"] == "llama"
+    by = {r["variant"]: r for r in result["rows"]}
+    assert list(by) == ["plain", "vectorgate", "vectorgate_normed", "vectorgate_normed_stacked", "vectorgate_r8"]
+    assert by["vectorgate_normed_stacked"]["stacked"] and by["vectorgate_normed_stacked"]["normed"]
+    assert not by["vectorgate"]["normed"]
+    # Reading norm(x) instead of x and stacking change neither FLOPs nor parameters.
+    for v in ("vectorgate_normed", "vectorgate_normed_stacked"):
+        assert by[v]["gflop"] == pytest.approx(by["vectorgate"]["gflop"])
+        assert by[v]["params_m"] == by["vectorgate"]["params_m"]
+    assert by["vectorgate"]["gflop"] > by["vectorgate_r8"]["gflop"] > by["plain"]["gflop"]
+
+
+def test_bench_variant_names() -> None:
+    from vectorgate.bench.model import parse_variant
+
+    assert parse_variant("vectorgate_r64_normed_stacked") == ("vectorgate", 64, True, True)
+    assert parse_variant("vectorgate_stacked") == ("vectorgate", None, False, True)
+    for bad in ("plain_normed", "plain_stacked", "vectorgate_normal"):
+        with pytest.raises(ValueError, match="optionally"):
+            parse_variant(bad)

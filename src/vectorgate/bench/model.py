@@ -1,14 +1,16 @@
-"""Model-level benchmark: one BERT training step, plain vs gated, against the FLOP ratio.
+"""Model-level benchmark: one training step, plain vs gated, against the FLOP ratio.
 
-The encoder is a random-init ``transformers.BertConfig`` (nothing is downloaded) or, with
-``pretrained``, a local checkpoint such as the bundled MiniLM. "Gated" means both residuals
-of every layer gated through :func:`vectorgate.patch` with the default gate:
+The model is a random-init ``transformers`` BERT (post-LN; nothing is downloaded) or, with
+``pretrained``, a local checkpoint such as the bundled MiniLM; or, with ``arch="llama"``, a
+random-init Llama-like pre-norm model. "Gated" means both residuals of every layer gated
+through :func:`vectorgate.patch` with the default gate:
 
 - ``naive``: :class:`vectorgate.bench.naive.NaiveVectorGate` (the hand-written formula);
 - ``vectorgate``: the fused op, full-rank g;
 - ``vectorgate_r<k>``: the fused op, rank-``k`` g (``d -> k -> d``);
+- ``..._normed``: the gate reads the pre-norm's output (``gate_source="normed"``, pre-norm only);
 - ``..._stacked``: the same with each gate's first projection computed in one GEMM with the
-  branch's first projection (Q, intermediate dense), see
+  branch's first projection (BERT: Q, intermediate dense; Llama, normed: q_proj, gate_proj), see
   :func:`vectorgate.stack_gate_projections`.
 
 Each variant runs eager and under ``torch.compile``; all are timed in interleaved rounds in
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -40,27 +43,38 @@ from vectorgate.discovery import count_parameters
 VARIANTS = ("plain", "naive", "vectorgate")
 
 
-def parse_variant(variant: str) -> tuple[str, int | None, bool]:
-    """(base variant, gate rank or None for full rank, stacked) of a variant name.
+class BenchVariant(NamedTuple):
+    """A parsed variant name (see :func:`parse_variant`)."""
 
-    ``vectorgate_r64`` -> ("vectorgate", 64, False); ``vectorgate_stacked`` ->
-    ("vectorgate", None, True): the gate projections stacked with Q and the intermediate
-    dense (:func:`vectorgate.stack_gate_projections`).
+    base: str
+    rank: int | None
+    normed: bool
+    stacked: bool
+
+
+def parse_variant(variant: str) -> BenchVariant:
+    """What a variant name asks for: ``<base>[_r<rank>][_normed][_stacked]``.
+
+    ``vectorgate_r64`` -> rank 64; ``vectorgate_stacked``: the gate projections stacked with
+    the branch's first projection (:func:`vectorgate.stack_gate_projections`);
+    ``vectorgate_normed``: the gate reads the pre-norm's output
+    (``GateConfig(gate_source="normed")``, pre-norm models only), which pre-norm stacking needs.
     """
     name, stacked = (variant.removesuffix("_stacked"), True) if variant.endswith("_stacked") else (variant, False)
+    name, normed = (name.removesuffix("_normed"), True) if name.endswith("_normed") else (name, False)
     rank = None
     if name.startswith("vectorgate_r") and name[len("vectorgate_r"):].isdigit():
         name, rank = "vectorgate", int(name[len("vectorgate_r"):])
-    if name not in VARIANTS or (stacked and name == "plain"):
+    if name not in VARIANTS or ((stacked or normed) and name == "plain"):
         raise ValueError(
-            f"variant must be one of {VARIANTS}, vectorgate_r<rank>, optionally + _stacked, got {variant!r}"
+            f"variant must be one of {VARIANTS} or vectorgate_r<rank>, optionally + _normed, + _stacked; got {variant!r}"
         )
-    return name, rank, stacked
+    return BenchVariant(name, rank, normed, stacked)
 
 
 def rank_of(variant: str) -> int | None:
     """The gate rank a variant name asks for (``vectorgate_r64`` -> 64), None for full rank."""
-    return parse_variant(variant)[1]
+    return parse_variant(variant).rank
 
 
 @dataclass
@@ -69,6 +83,7 @@ class ModelBenchConfig:
 
     device: str = "cpu"
     name: str = "base"  # a label for tables
+    arch: str = "bert"  # "bert" (post-LN) or "llama" (pre-norm, RMSNorm, SwiGLU)
     pretrained: str | None = None  # a local BERT checkpoint; its config replaces the sizes
     variants: tuple[str, ...] = VARIANTS
     layers: int = 12
@@ -94,16 +109,21 @@ def _gate_kwargs(cfg: ModelBenchConfig, variant: str) -> dict:
     return kwargs
 
 
-def _bert(cfg: ModelBenchConfig, variant: str, device: torch.device) -> nn.Module:
+def _backbone(cfg: ModelBenchConfig) -> nn.Module:
     try:
-        from transformers import BertConfig, BertModel
+        from transformers import BertConfig, BertModel, LlamaConfig, LlamaModel
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "the model-level benchmark builds a BERT: pip install vectorgate[transformers]"
+            "the model-level benchmark builds transformers models: pip install vectorgate[transformers]"
         ) from err
-    import vectorgate
-
-    torch.manual_seed(0)
+    if cfg.arch == "llama":
+        return LlamaModel(LlamaConfig(
+            vocab_size=cfg.vocab, hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
+            num_attention_heads=cfg.heads, num_key_value_heads=cfg.heads,
+            intermediate_size=cfg.intermediate, max_position_embeddings=max(512, cfg.seq),
+        ))
+    if cfg.arch != "bert":
+        raise ValueError(f"arch must be 'bert' or 'llama', got {cfg.arch!r}")
     if cfg.pretrained:
         model = BertModel.from_pretrained(cfg.pretrained, add_pooling_layer=False)
     else:
@@ -115,14 +135,24 @@ def _bert(cfg: ModelBenchConfig, variant: str, device: torch.device) -> nn.Modul
             ),
             add_pooling_layer=False,
         )
+    return model
+
+
+def _model(cfg: ModelBenchConfig, variant: str, device: torch.device) -> nn.Module:
+    import vectorgate
+
+    torch.manual_seed(0)
+    model = _backbone(cfg)
     kwargs = _gate_kwargs(cfg, variant)
-    name, _, stacked = parse_variant(variant)
-    if name == "naive":
+    parsed = parse_variant(variant)
+    if parsed.normed:
+        kwargs["gate_source"] = "normed"
+    if parsed.base == "naive":
         with naive_variant() as naive:
             vectorgate.patch(model, variant=naive, **kwargs)
-    elif name != "plain":
+    elif parsed.base != "plain":
         vectorgate.patch(model, **kwargs)
-    if stacked:
+    if parsed.stacked:
         from vectorgate.patching.stacking import stack_gate_projections
 
         stack_gate_projections(model)
@@ -235,7 +265,7 @@ def run_model_bench(cfg: ModelBenchConfig, progress: Callable[[str], None] | Non
         if rank is not None and rank >= cfg.hidden:
             skipped.append(f"{variant}: rank {rank} >= d = {cfg.hidden}")
             continue
-        model = _bert(cfg, variant, device)
+        model = _model(cfg, variant, device)
         variant_modes = list(modes)
         if variant == "vectorgate" and device.type == "cpu" and cfg.cpu_compiled:
             variant_modes.append("eager+cpu_compile")
@@ -258,7 +288,7 @@ def run_model_bench(cfg: ModelBenchConfig, progress: Callable[[str], None] | Non
             peak = trainer.peak_bytes()
         rows.append({
             "model": cfg.name, "variant": variant, "rank": rank_of(variant),
-            "stacked": parse_variant(variant)[2], "mode": mode,
+            "stacked": parse_variant(variant).stacked, "normed": parse_variant(variant).normed, "mode": mode,
             "step_ms": ms[variant, mode], "first_step_s": first[variant, mode],
             "saved_mib": saved.total_bytes / 2**20, "peak_gib": peak / 2**30,
             "params_m": count_parameters(trainer.model) / 1e6,

@@ -10,7 +10,7 @@ import sys
 
 HELP = (
     "Benchmark the gated residual: one gate (naive eager / naive compiled / vectorgate, vs the "
-    "bandwidth floor) and BERT training steps (plain / naive-gated / vectorgate-gated at full "
+    "bandwidth floor) and BERT / Llama-like training steps (plain / naive-gated / vectorgate-gated at full "
     "rank and low rank, vs the FLOP ratio)."
 )
 
@@ -26,9 +26,16 @@ MODEL_SIZES = {
     "small": (2, 256, 4, 1024, 8, 128, 8000),
     "tiny": (1, 32, 2, 64, 2, 16, 100),
     "minilm": (6, 384, 12, 1536, 32, 256, 30522),
+    # Llama-like pre-norm models (RMSNorm, SwiGLU; random init): where gate_source="normed" and
+    # stacking apply. Intermediate = 8/3 d, rounded, as Llama sizes it.
+    "llama_base": (12, 768, 12, 2048, 32, 256, 32000),
+    "llama_small": (2, 256, 4, 688, 8, 128, 8000),
+    "llama_tiny": (1, 32, 2, 64, 2, 16, 100),
 }
+#: Sizes that are Llama-like pre-norm models (the others are BERTs).
+LLAMA_SIZES = ("llama_base", "llama_small", "llama_tiny")
 #: CPU batch x seq where it differs from the table (BERT-base and MiniLM in minutes on 2 cores).
-CPU_BATCH = {"base": (2, 128), "minilm": (4, 128)}
+CPU_BATCH = {"base": (2, 128), "minilm": (4, 128), "llama_base": (2, 128)}
 #: Which variants each size runs on the CPU (the naive formula only on the small sizes, where
 #: it costs little time); on a GPU every size runs all four.
 SIZE_VARIANTS = {
@@ -36,8 +43,10 @@ SIZE_VARIANTS = {
     "tiny": ("plain", "naive", "vectorgate", "vectorgate_stacked", "vectorgate_r{rank}"),
     "base": ("plain", "vectorgate", "vectorgate_stacked", "vectorgate_r{rank}"),
     "minilm": ("plain", "vectorgate", "vectorgate_r{rank}"),
+    # pre-norm: the gate reads x (the seed's g(x)) or norm(x), which lets it stack
+    "llama": ("plain", "vectorgate", "vectorgate_normed", "vectorgate_normed_stacked", "vectorgate_r{rank}"),
 }
-DEFAULT_SIZES = {"cuda": "base,minilm", "cpu": "small,base,minilm", "quick": "tiny"}
+DEFAULT_SIZES = {"cuda": "base,minilm,llama_base", "cpu": "small,base,minilm,llama_small", "quick": "tiny"}
 
 
 def _shapes(text: str) -> list[tuple[int, int]]:
@@ -63,9 +72,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "float32,bfloat16 on CPU)")
     parser.add_argument("--parts", default="elementwise,gate", help="op parts: elementwise,gate (default both)")
     parser.add_argument("--model-size", default=None,
-                        help=f"BERT sizes, comma-separated, from {sorted(MODEL_SIZES)} (default "
+                        help=f"model sizes, comma-separated, from {sorted(MODEL_SIZES)} (default "
                              f"{DEFAULT_SIZES['cuda']} on GPU, {DEFAULT_SIZES['cpu']} on CPU, tiny with --quick; "
-                             "minilm is the bundled pretrained all-MiniLM-L6-v2)")
+                             "minilm is the bundled pretrained all-MiniLM-L6-v2; llama_* are random-init "
+                             "Llama-like pre-norm models)")
     parser.add_argument("--rank", type=int, default=None,
                         help="rank of the low-rank gate rows (default 64; 8 with --quick)")
     parser.add_argument("--batch", type=int, default=None, help="override the BERT batch size")
@@ -77,6 +87,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="disable inductor's caches so first-call figures include the full compile")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default torch's)")
     parser.add_argument("--output", "--out", dest="out", default=None, help="JSON path (default bench-results/bench-<device>.json)")
+
+
+def _variant_set(size: str, on_gpu: bool) -> str:
+    """Which :data:`SIZE_VARIANTS` row a size runs (on a GPU every BERT size runs all of them)."""
+    if size in LLAMA_SIZES:
+        return "llama"
+    return "tiny" if on_gpu else size
 
 
 def _model_config(args: argparse.Namespace, size: str, device: str, compile_: bool):
@@ -99,7 +116,8 @@ def _model_config(args: argparse.Namespace, size: str, device: str, compile_: bo
         pretrained = minilm_path()
     return ModelBenchConfig(
         device=device, name=size, pretrained=pretrained,
-        variants=tuple(v.format(rank=rank) for v in SIZE_VARIANTS["tiny" if on_gpu else size]),
+        arch="llama" if size in LLAMA_SIZES else "bert",
+        variants=tuple(v.format(rank=rank) for v in SIZE_VARIANTS[_variant_set(size, on_gpu)]),
         layers=layers, hidden=hidden, heads=heads, intermediate=inter,
         batch=args.batch or batch, seq=args.seq or seq, vocab=vocab,
         amp_dtype=None if amp == "none" else amp, compile=compile_, cpu_compiled=compile_,
