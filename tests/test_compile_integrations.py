@@ -1,5 +1,5 @@
-"""torch.compile(fullgraph=True) of the integrations: timm ViT (block_fn and patch()),
-patched HF BERT and HF ViT; forward and backward equal eager.
+"""torch.compile(fullgraph=True) of the integrations: timm ViT (block_fn, patch(), and
+patch(gate_source="normed") stacked), patched HF BERT and HF ViT; forward and backward equal eager.
 
 Backend ``aot_eager``: Dynamo and AOTAutograd are where integrations break (forward hooks
 that carry the residual stream, the ``vectorgate::exp_gated_residual`` custom op and its
@@ -61,7 +61,20 @@ def hf_bert_patched() -> tuple[nn.Module, Callable]:
     return model, lambda m, _x: m(input_ids=ids).logits
 
 
-@pytest.mark.parametrize("build", [timm_block_fn, timm_patched, hf_vit_patched, hf_bert_patched],
+def timm_normed_stacked() -> tuple[nn.Module, Callable]:
+    """gate_source="normed" (a forward hook on the norm too) and the stacked GEMM."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    from vectorgate.patching import patch, stack_gate_projections
+
+    vit = VisionTransformer(img_size=28, patch_size=7, in_chans=1, num_classes=10, embed_dim=32, depth=1,
+                            num_heads=4)
+    model = patch(vit, init="random", init_curvature=0.3, rank=8, gate_source="normed")
+    stack_gate_projections(model)
+    return model, lambda m, x: m(x)
+
+
+@pytest.mark.parametrize("build", [timm_block_fn, timm_patched, timm_normed_stacked, hf_vit_patched, hf_bert_patched],
                          ids=lambda f: f.__name__)
 def test_compile_fullgraph_matches_eager(build):
     torch.manual_seed(0)
