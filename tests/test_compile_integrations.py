@@ -96,3 +96,34 @@ def test_compile_fullgraph_matches_eager(build):
     assert gate_grads, "the gates should receive gradient"
     for name, grad in eager_grads.items():
         torch.testing.assert_close(model.get_parameter(name).grad, grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("same_instance", [True, False], ids=["same", "another"])
+def test_a_graph_compiled_before_patch_is_not_reused(same_instance):
+    """torch.compile skips guards on forward hooks by default; a patched pre-norm site must
+    still get its own graph, not the one compiled for the unpatched class."""
+    from live_gates import liven_gates
+    from transformers import LlamaConfig, LlamaModel
+
+    import vectorgate
+
+    def llama() -> nn.Module:
+        torch.manual_seed(0)
+        return LlamaModel(LlamaConfig(num_hidden_layers=1, hidden_size=32, intermediate_size=64,
+                                      num_attention_heads=4, num_key_value_heads=4, vocab_size=64)).eval()
+
+    torch._dynamo.reset()
+    ids = torch.randint(0, 64, (2, 8), generator=torch.Generator().manual_seed(0))
+    plain = llama()
+    compiled_plain = torch.compile(plain, backend="aot_eager", fullgraph=True)
+    with torch.no_grad():
+        y_plain = compiled_plain(input_ids=ids).last_hidden_state
+    gated = vectorgate.patch(plain if same_instance else llama())
+    liven_gates(gated, 0.5)
+    compiled = compiled_plain if same_instance else torch.compile(gated, backend="aot_eager", fullgraph=True)
+    with torch.no_grad():
+        eager = gated(input_ids=ids).last_hidden_state
+        assert not torch.allclose(eager, y_plain)
+        torch.testing.assert_close(compiled(input_ids=ids).last_hidden_state, eager)
+        if not same_instance:  # and the plain model still runs its own graph
+            torch.testing.assert_close(compiled_plain(input_ids=ids).last_hidden_state, y_plain)

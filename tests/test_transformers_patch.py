@@ -288,3 +288,12 @@ def test_bf16_model_gets_bf16_gates_and_stays_exact(model_cls, config_cls, kwarg
     patch(model)
     assert all(g.curvature.dtype == torch.bfloat16 for _, g in gates(model))
     assert torch.equal(_first_output(model, inputs), reference)
+
+
+def test_a_deep_copy_of_a_patched_model_unpatches_cleanly():
+    model = _build("GPT2Model", "GPT2Config", {"n_layer": 2, "n_embd": 32, "n_head": 4, "vocab_size": 128})
+    reference = _first_output(model, _text_input())
+    copied = copy.deepcopy(patch(model))
+    unpatch(copied)
+    assert not any("forward" in m.__dict__ for m in copied.modules())  # nothing left on the instances
+    torch.testing.assert_close(_first_output(copied, _text_input()), reference, rtol=0, atol=0)

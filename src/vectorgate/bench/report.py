@@ -87,6 +87,8 @@ def model_summary_table(results: Sequence[dict]) -> str:
                 continue
             gate = "naive formula" if r["variant"] == "naive" else (
                 "full rank" if r["rank"] is None else f"rank {r['rank']}")
+            if r.get("normed"):
+                gate += ", reads norm(x)"
             if r.get("stacked"):
                 gate += ", stacked"
             rows.append({**r, "gate": gate})

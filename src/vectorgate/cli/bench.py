@@ -203,7 +203,8 @@ def _run(args: argparse.Namespace) -> int:
         payload["models"] = [run_model_bench(cfg, progress=say) for cfg in model_cfgs]
         for result in payload["models"]:
             c = result["config"]
-            print(f"\n## BERT training step ({result['size']}: {c['layers']} layers, d={c['hidden']}, "
+            arch = "Llama-like" if c.get("arch") == "llama" else "BERT"
+            print(f"\n## {arch} training step ({result['size']}: {c['layers']} layers, d={c['hidden']}, "
                   f"batch {c['batch']}x{c['seq']}, amp {c['amp_dtype'] or 'none'})\n")
             print(report.model_table(result))
         print("\n## Gated / plain against the FLOP ratio\n")

@@ -90,21 +90,22 @@ class AddModule(Change):
 class SetAttribute(Change):
     """Set an instance attribute (e.g. a ``forward`` override) and restore what was there on revert."""
 
-    _MISSING = object()
-
     def __init__(self, obj: Any, name: str, value: Any) -> None:
         self.obj, self.name, self.value = obj, name, value
-        self.old = self._MISSING
+        # A flag, not a sentinel object: a deep-copied model (and its patch state) must still
+        # know that there was nothing to restore.
+        self.had_old, self.old = False, None
 
     def apply(self) -> None:
-        self.old = self.obj.__dict__.get(self.name, self._MISSING)
+        self.had_old = self.name in self.obj.__dict__
+        self.old = self.obj.__dict__.get(self.name)
         self.obj.__dict__[self.name] = self.value
 
     def revert(self) -> None:
-        if self.old is self._MISSING:
-            self.obj.__dict__.pop(self.name, None)
-        else:
+        if self.had_old:
             self.obj.__dict__[self.name] = self.old
+        else:
+            self.obj.__dict__.pop(self.name, None)
 
 
 def _first_tensor_input(args: tuple, kwargs: dict[str, Any], module: nn.Module) -> Tensor:
@@ -194,6 +195,27 @@ def _with_first(output: Any, fn) -> Any:
     )
 
 
+class _InstanceForward:
+    """``branch.forward`` as an instance attribute that calls what was there before (the
+    class's ``forward``, or an instance ``forward`` someone else set): no change in eager mode.
+
+    Why: torch.compile does not guard on forward hooks by default
+    (``torch._dynamo.config.skip_nnmodule_hook_guards``), so a graph compiled before the
+    patch, for this module or another instance of its class, would be reused and the gate
+    silently skipped. Dynamo does guard on an instance ``forward``, so a patched site always
+    gets a graph of its own. A plain object (not a bound method), so the model still pickles.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.inner = module.__dict__.get("forward")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.inner is not None:
+            return self.inner(*args, **kwargs)
+        return type(self.module).forward(self.module, *args, **kwargs)
+
+
 class GateBranchOutput(Change):
     """Make ``branch`` return the gate's delta instead of its output ``f`` (forward hooks).
 
@@ -208,6 +230,7 @@ class GateBranchOutput(Change):
         self.branch, self.capture = branch, capture
         self.hooks = _DeltaHooks(gate)
         self.handles: list[Any] = []
+        self.recompile = SetAttribute(branch, "forward", _InstanceForward(branch))
 
     def read_normed(self) -> None:
         """Make the gate read the pre-norm's output instead of x (``gate_source="normed"``);
@@ -228,6 +251,7 @@ class GateBranchOutput(Change):
         self.hooks.normed = True
 
     def apply(self) -> None:
+        self.recompile.apply()
         if self.capture is None:
             self.handles.append(
                 self.branch.register_forward_hook(self.hooks.replace_output_reading_input, with_kwargs=True)
@@ -249,5 +273,6 @@ class GateBranchOutput(Change):
             handle.remove()
         self.handles.clear()
         self.hooks.x = self.hooks.n = None
+        self.recompile.revert()
 
 
