@@ -286,9 +286,10 @@ def run_model_bench(cfg: ModelBenchConfig, progress: Callable[[str], None] | Non
         with env("VECTORGATE_CPU_COMPILE", "1" if trainer.cpu_compile else None):
             saved = saved_for_backward(trainer.loss, trainer.ids, ())
             peak = trainer.peak_bytes()
+        parsed = parse_variant(variant)
         rows.append({
-            "model": cfg.name, "variant": variant, "rank": rank_of(variant),
-            "stacked": parse_variant(variant).stacked, "normed": parse_variant(variant).normed, "mode": mode,
+            "model": cfg.name, "variant": variant, "rank": parsed.rank,
+            "stacked": parsed.stacked, "normed": parsed.normed, "mode": mode,
             "step_ms": ms[variant, mode], "first_step_s": first[variant, mode],
             "saved_mib": saved.total_bytes / 2**20, "peak_gib": peak / 2**30,
             "params_m": count_parameters(trainer.model) / 1e6,

@@ -32,7 +32,19 @@ from vectorgate.patching.changes import (
 from vectorgate.patching.core import patch_state
 from vectorgate.patching.families import FAMILIES
 
-__all__ = ["GateLink", "StackedProjection", "is_stackable", "stack_gate_projections", "stack_hooked_site"]
+__all__ = [
+    "UNSTACK_BEFORE_SKIPPING",
+    "GateLink",
+    "StackedProjection",
+    "is_stackable",
+    "stack_gate_projections",
+    "stack_hooked_site",
+    "stack_into",
+]
+
+#: The error token skipping raises on a stacked site (it runs the branch on some rows only).
+UNSTACK_BEFORE_SKIPPING = ("token skipping needs unstacked gate projections: undo stack_gate_projections "
+                           "(vectorgate.unpatch and patch again) before enable_skipping")
 
 
 class GateLink:
@@ -129,6 +141,14 @@ class StackedProjection(nn.Module):
                 f"{self._host_type} stacked with the gate")
 
 
+def stack_into(parent: nn.Module, name: str, gate: VectorGate, holder: object, attr: str) -> list[Change]:
+    """The two edits of one stacked site: ``parent.<name>`` becomes a :class:`StackedProjection`
+    with ``gate``'s first projection, and ``holder.<attr>`` the :class:`GateLink` the gate's
+    caller takes z from."""
+    link = GateLink(gate)
+    return [ReplaceModule(parent, name, StackedProjection(getattr(parent, name), link)), SetAttribute(holder, attr, link)]
+
+
 def stack_hooked_site(layer: nn.Module, target: str, gate: VectorGate, patch_changes: Sequence[Change]) -> list[Change]:
     """The edits that stack a pre-norm site patched with ``gate_source="normed"``.
 
@@ -164,8 +184,7 @@ def stack_hooked_site(layer: nn.Module, target: str, gate: VectorGate, patch_cha
             f"cannot stack the gate into {type(layer).__name__}.{target}: expected an nn.Linear or Conv1D "
             f"there, found {type(host).__name__}"
         )
-    link = GateLink(gate)
-    return [ReplaceModule(parent, name, StackedProjection(host, link)), SetAttribute(hooks, "link", link)]
+    return stack_into(parent, name, gate, hooks, "link")
 
 
 def stack_gate_projections(model: nn.Module) -> int:

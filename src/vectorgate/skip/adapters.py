@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 
 from vectorgate.patching import Change, GateBranchOutput, SetAttribute
+from vectorgate.patching.stacking import UNSTACK_BEFORE_SKIPPING
 from vectorgate.skip.decision import SkipSite
 from vectorgate.skip.gather import run_on_kept
 
@@ -34,8 +35,7 @@ def hooked_branch_skip_changes(
     if hooks is None or hooks.gate is not skip.gate:
         raise ValueError(f"no vectorgate hook on {type(hooked).__name__} for the gate of {skip.name}")
     if hooks.link is not None:
-        raise ValueError("token skipping needs unstacked gate projections: undo stack_gate_projections "
-                         "(vectorgate.unpatch and patch again) before enable_skipping")
+        raise ValueError(UNSTACK_BEFORE_SKIPPING)
     dense_forward = type(branch).forward
 
     def skipping_forward(h: Any, *args: Any, **kwargs: Any) -> Any:

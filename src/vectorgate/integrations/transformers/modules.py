@@ -27,8 +27,8 @@ from torch import Tensor, nn
 
 from vectorgate.base import ResidualGate
 from vectorgate.gate import VectorGate
-from vectorgate.patching import Change, ReplaceModule, SetAttribute
-from vectorgate.patching.stacking import GateLink, StackedProjection, stack_gate_projections
+from vectorgate.patching import Change
+from vectorgate.patching.stacking import GateLink, stack_gate_projections, stack_into
 from vectorgate.variants import build_gate
 
 # stack_gate_projections lives in vectorgate.patching.stacking; importable from here as before.
@@ -179,5 +179,4 @@ def bert_stack_changes(layer: nn.Module, site: str) -> list[Change]:
     host = getattr(parent, name, None)
     if not isinstance(host, nn.Linear):
         return []
-    link = GateLink(out.gate)
-    return [ReplaceModule(parent, name, StackedProjection(host, link)), SetAttribute(out, "_stacked", link)]
+    return stack_into(parent, name, out.gate, out, "_stacked")

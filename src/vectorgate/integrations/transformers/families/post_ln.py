@@ -35,6 +35,7 @@ from vectorgate.integrations.transformers.modules import (
     bert_stack_changes,
 )
 from vectorgate.patching import Change, Family, ReplaceModule, SetAttribute, register_family
+from vectorgate.patching.stacking import UNSTACK_BEFORE_SKIPPING
 from vectorgate.skip.gather import run_on_kept
 
 _MODELS = ("bert", "roberta", "electra", "xlm_roberta", "camembert")
@@ -150,8 +151,7 @@ class BertFamily(Family):
     def skip_changes(self, layer: nn.Module, site: str, skip: Any, patch_changes: Sequence[Change]) -> list[Change]:
         """Override the layer's ``feed_forward_chunk`` (intermediate -> output) on the instance."""
         if "_stacked" in layer.output.__dict__:
-            raise ValueError("token skipping needs unstacked gate projections: undo stack_gate_projections "
-                             "(vectorgate.unpatch and patch again) before enable_skipping")
+            raise ValueError(UNSTACK_BEFORE_SKIPPING)
         dense_chunk = getattr(type(layer), "feed_forward_chunk", None)
         if not callable(dense_chunk):
             raise ValueError(
