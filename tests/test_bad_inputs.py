@@ -378,9 +378,29 @@ def test_patch_on_an_unsupported_model_names_the_families():
 
     model = nn.Sequential(nn.Linear(D, D), nn.ReLU())
     before = _snapshot(model)
-    with pytest.raises(ValueError, match=r"(?i)supported families"):
+    with pytest.raises(ValueError, match=r"(?i)supported families: .*bert.*docs/transformers.md") as info:
         patch(model)
+    assert len(str(info.value)) < 600  # family names, not every family's description
     _assert_unchanged(model, before)
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("bert-base-uncased", r"vectorgate.patch expected a torch nn.Module \(the model itself\), got the str "
+                              r"'bert-base-uncased'; load the model first, e.g. model = AutoModel.from_pretrained"),
+        (None, r"vectorgate.patch expected a torch nn.Module \(the model itself\), got NoneType"),
+        ({"weight": torch.zeros(2)}, r"expected a torch nn.Module .*got dict"),
+    ],
+    ids=["model-name", "none", "state-dict"],
+)
+def test_patch_of_something_that_is_not_a_model(model, message):
+    from vectorgate.patching import make_gate_adapter, patch
+
+    with pytest.raises(TypeError, match=message):
+        patch(model)
+    with pytest.raises(TypeError, match=message):
+        make_gate_adapter(model)
 
 
 def test_patch_twice_is_refused_and_the_first_patch_kept():

@@ -290,10 +290,13 @@ def test_timm_lookalike_post_norm_block_is_not_patched():
         patch(vit)
 
 
-def test_unsupported_model_error_says_what_each_family_expects():
+def test_what_each_family_expects_is_one_call_away_from_the_unsupported_model_error():
+    from vectorgate.patching import describe_families
+
     with pytest.raises(ValueError, match="does not support") as info:
         patch(nn.Sequential(nn.Linear(4, 4)))
-    message = str(info.value)
+    assert "vectorgate.patching.describe_families()" in str(info.value)
+    message = describe_families()
     for family in ("bert", "distilbert", "gpt2", "llama", "vit"):
         assert FAMILIES[family].expects and FAMILIES[family].expects in message, family
     for words in ("attention.output", "input_layernorm", "ln_1", "sa_layer_norm", "layernorm_before"):

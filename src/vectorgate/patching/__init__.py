@@ -32,6 +32,7 @@ from vectorgate.patching.core import (
 from vectorgate.patching.families import (
     FAMILIES,
     Family,
+    describe_families,
     find_family,
     load_integrations,
     register_family,
@@ -58,6 +59,7 @@ __all__ = [
     "ReplaceModule",
     "SetAttribute",
     "count_parameters",
+    "describe_families",
     "find_family",
     "gate_config",
     "gate_parameter_names",

@@ -18,19 +18,26 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
+import os
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from vectorgate.base import ResidualGate
 from vectorgate.patching.changes import Change
 
+if TYPE_CHECKING:
+    from vectorgate.patching.config import GateConfig
+
 __all__ = [
     "ENTRY_POINT_GROUP",
     "FAMILIES",
+    "FAMILIES_DOC",
     "INTEGRATIONS",
     "Family",
+    "check_model",
+    "describe_families",
     "find_family",
     "load_integrations",
     "register_family",
@@ -46,6 +53,11 @@ INTEGRATIONS: dict[str, str] = {}
 #: Entry-point group through which other packages register integration modules.
 ENTRY_POINT_GROUP = "vectorgate.families"
 
+#: Where the docs list the families and the layer structure each recognises.
+FAMILIES_DOC = (
+    "'Supported models' in docs/transformers.md (timm: docs/vision_and_distributed.md)"
+)
+
 _loaded: set[str] = set()
 
 
@@ -54,8 +66,8 @@ class Family:
 
     Attributes:
         name: registry key (e.g. ``"bert"``), stored in saved gate configs.
-        description: the models it covers, shown when a model is not supported.
-        expects: the module structure it recognises, in words (shown with ``description``).
+        description: the models it covers (listed by :func:`describe_families`).
+        expects: the module structure it recognises, in words (listed with ``description``).
         sites: every residual site a layer of this family can have, in forward order.
         skip_sites: sites whose branch :mod:`vectorgate.skip` can run on the kept tokens only.
         gate_sources: the values of :attr:`GateConfig.gate_source` the family supports;
@@ -74,6 +86,23 @@ class Family:
 
         Empty when the model is not of this family."""
         raise NotImplementedError
+
+    def all_layers(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
+        """Every layer of this family in ``model``, in forward order: those
+        :meth:`find_layers` finds and those built with their gates in them (see
+        :meth:`built_in_config`). Layer indices (``GateConfig.layers``) count these.
+        Default: :meth:`find_layers`."""
+        return self.find_layers(model)
+
+    def built_in_config(self, layer: nn.Module) -> GateConfig | None:
+        """For a layer *built* with its gates (a gated layer class of the integration, e.g.
+        timm's :class:`~vectorgate.integrations.timm.GatedBlock`, not a layer
+        :func:`vectorgate.patch` gated): the :class:`GateConfig` its gates were built with
+        (``variant``, ``gate_kwargs``, ``sites``). None (default) for any other layer.
+
+        :func:`vectorgate.save_gates` and :func:`vectorgate.load_gates` use it for models that
+        were never patched, so gates move between a patched model and one built gated."""
+        return None
 
     def layer_sites(self, layer: nn.Module) -> tuple[str, ...]:
         """The sites ``layer`` has (a subset of :attr:`sites`; e.g. only decoder layers with
@@ -153,18 +182,53 @@ register_integration("vectorgate.integrations.timm", requires="timm")
 
 
 def _supported() -> str:
+    """The registered family names, on one line, and where to read what each recognises."""
+    names = ", ".join(FAMILIES) or "none registered"
+    return f"{names} (what each recognises: {FAMILIES_DOC}, or print(vectorgate.patching.describe_families()))"
+
+
+def describe_families() -> str:
+    """Every registered family, one per line: its name, the models it covers and the module
+    structure it recognises (what :func:`vectorgate.patch` looks for in a model)."""
+    load_integrations()
+
     def one(f: Family) -> str:
         return f"{f.name}: {f.description}" + (f" (expects {f.expects})" if f.expects else "")
 
-    return "; ".join(one(f) for f in FAMILIES.values()) or "none registered"
+    return "\n".join(one(f) for f in FAMILIES.values()) or "no family registered"
+
+
+def check_model(model: Any, what: str = "vectorgate.patch") -> None:
+    """Raise a TypeError that says what arrived unless ``model`` is a torch ``nn.Module``.
+
+    A string (or path) gets the hint to load the model first: ``patch("bert-base-uncased")``
+    is a natural first try.
+    """
+    if isinstance(model, nn.Module):
+        return
+    if isinstance(model, str | os.PathLike):
+        raise TypeError(
+            f"{what} expected a torch nn.Module (the model itself), got the {type(model).__name__} "
+            f"{os.fspath(model)!r}; load the model first, e.g. model = "
+            f"AutoModel.from_pretrained({os.fspath(model)!r}) (or the task class you train, such as "
+            "AutoModelForSequenceClassification), then pass that model"
+        )
+    raise TypeError(f"{what} expected a torch nn.Module (the model itself), got {type(model).__name__}: {model!r:.80}")
+
+
+def _holds_gates(model: nn.Module) -> str | None:
+    """The name of a vectorgate gate inside ``model``, if it holds one."""
+    return next((name for name, m in model.named_modules() if isinstance(m, ResidualGate)), None)
 
 
 def find_family(model: nn.Module, family: str | None = None) -> tuple[Family, list[tuple[str, nn.Module]]]:
     """The family that recognises ``model`` and the layers it found.
 
     Raises:
+        TypeError: ``model`` is not an ``nn.Module`` (e.g. a model name: load it first).
         ValueError: no family (or more than one) recognises the model, or ``family`` is unknown.
     """
+    check_model(model)
     load_integrations()
     if family is not None:
         if family not in FAMILIES:
@@ -175,9 +239,14 @@ def find_family(model: nn.Module, family: str | None = None) -> tuple[Family, li
         return FAMILIES[family], layers
     found = [(f, layers) for f in FAMILIES.values() if (layers := f.find_layers(model))]
     if not found:
+        gate = _holds_gates(model)
+        held = (
+            f" It already holds vectorgate gates (e.g. {gate or '(root)'}): a model built with gated "
+            "layers needs no patch." if gate is not None else ""
+        )
         raise ValueError(
             f"vectorgate.patch does not support {type(model).__name__}: no registered family "
-            f"recognises its layers. Supported families: {_supported()}. For other models, wrap "
+            f"recognises its layers.{held} Supported families: {_supported()}. For other models, wrap "
             "the branches yourself with vectorgate.GatedResidual or register a Family."
         )
     if len(found) > 1:
