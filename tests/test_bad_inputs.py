@@ -403,6 +403,16 @@ def test_patch_of_something_that_is_not_a_model(model, message):
         make_gate_adapter(model)
 
 
+def test_save_and_load_gates_of_something_that_is_not_a_model(saved_gates, tmp_path):
+    from vectorgate.patching import load_gates, save_gates
+
+    with pytest.raises(TypeError, match=r"load_gates expected a torch nn.Module .*got the str 'bert-base-uncased'"):
+        load_gates("bert-base-uncased", saved_gates)
+    with pytest.raises(TypeError, match=r"save_gates expected a torch nn.Module .*got NoneType"):
+        save_gates(None, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_patch_twice_is_refused_and_the_first_patch_kept():
     from vectorgate.patching import is_patched, patch
 
@@ -487,6 +497,31 @@ def test_load_gates_from_another_model_family(saved_gates):
     model = _tiny("gpt2")
     before = _snapshot(model)
     with pytest.raises(ValueError, match=r"family 'bert' found no layers in GPT2Model"):
+        load_gates(model, saved_gates)
+    _assert_unchanged(model, before)
+    assert not is_patched(model)
+
+
+def test_load_gates_into_a_model_of_another_depth(saved_gates):
+    from vectorgate.patching import is_patched, load_gates
+
+    model = _tiny(num_hidden_layers=3)
+    before = _snapshot(model)
+    with pytest.raises(ValueError, match=r"saved from a BertModel with 2 bert layers \(gated: layer\(s\) \[0, 1\]\), "
+                                         r"but this BertModel has 3"):
+        load_gates(model, saved_gates)
+    _assert_unchanged(model, before)
+    assert not is_patched(model)
+
+
+def test_load_gates_into_another_architecture_of_the_same_family(saved_gates):
+    transformers = pytest.importorskip("transformers")
+    from vectorgate.patching import is_patched, load_gates
+
+    torch.manual_seed(0)
+    model = transformers.RobertaModel(transformers.RobertaConfig(**TINY_BERT)).eval()  # BERT's layers, renamed
+    before = _snapshot(model)
+    with pytest.raises(ValueError, match=r"\(model_type 'bert'\), but this RobertaModel is a 'roberta' model"):
         load_gates(model, saved_gates)
     _assert_unchanged(model, before)
     assert not is_patched(model)

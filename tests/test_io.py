@@ -13,7 +13,7 @@ pytest.importorskip("safetensors")
 
 from vectorgate.integrations.transformers import from_pretrained_patched, save_pretrained  # noqa: E402
 from vectorgate.patching import gates, is_patched, load_gates, patch, save_gates  # noqa: E402
-from vectorgate.patching.files import CONFIG_NAME, weights_path  # noqa: E402
+from vectorgate.patching.files import CONFIG_NAME, read_gate_config, weights_path  # noqa: E402
 
 
 def _as_format_1(directory, version: str = "0.2.0") -> dict:
@@ -166,3 +166,75 @@ def test_a_v01_gate_file_without_init_still_loads(tmp_path):
     loaded = list(gates(fresh))
     assert loaded and all(g.init == "random" and torch.equal(g.curvature, torch.full_like(g.curvature, 0.3))
                           for _, g in loaded)
+
+
+# --------------------------------------------------------------------------- depth and architecture
+
+
+def _llama(layers: int, *, qwen: bool = False, head: bool = True):
+    torch.manual_seed(0)
+    kwargs = dict(num_hidden_layers=layers, hidden_size=32, intermediate_size=64, num_attention_heads=4,
+                  num_key_value_heads=2, vocab_size=128)
+    if qwen:
+        config = transformers.Qwen2Config(**kwargs)
+        return (transformers.Qwen2ForCausalLM if head else transformers.Qwen2Model)(config).eval()
+    config = transformers.LlamaConfig(**kwargs)
+    return (transformers.LlamaForCausalLM if head else transformers.LlamaModel)(config).eval()
+
+
+def test_gates_of_the_last_layer_do_not_land_on_another_layer_of_a_deeper_model(tmp_path):
+    save_gates(patch(_llama(2), layers=[-1]), tmp_path)
+    deeper = _llama(4)
+    with pytest.raises(ValueError, match=r"saved from a LlamaForCausalLM with 2 llama layers \(gated: layer\(s\) \[1\]\), "
+                                         r"but this LlamaForCausalLM has 4"):
+        load_gates(deeper, tmp_path)
+    assert not is_patched(deeper) and not list(gates(deeper))
+    # patched alike beforehand (layers=[1]) does not make it fit either
+    patched = patch(_llama(4), layers=[1])
+    with pytest.raises(ValueError, match=r"with 2 llama layers .* has 4"):
+        load_gates(patched, tmp_path)
+
+
+def test_gates_of_every_layer_do_not_load_into_a_deeper_or_shallower_model(tmp_path):
+    save_gates(patch(_llama(2)), tmp_path / "two")
+    with pytest.raises(ValueError, match=r"with 2 llama layers .* has 3"):
+        load_gates(_llama(3), tmp_path / "two")
+    save_gates(patch(_llama(3)), tmp_path / "three")
+    with pytest.raises(ValueError, match=r"with 3 llama layers .* has 2"):
+        load_gates(_llama(2), tmp_path / "three")
+    assert read_gate_config(tmp_path / "three").num_layers == 3
+
+
+def test_llama_gates_do_not_load_into_a_qwen2_model_of_the_same_family_and_width(tmp_path):
+    save_gates(patch(_llama(2)), tmp_path)
+    qwen = _llama(2, qwen=True)
+    with pytest.raises(ValueError, match=r"saved from a LlamaForCausalLM \(model_type 'llama'\), but this "
+                                         r"Qwen2ForCausalLM is a 'qwen2' model"):
+        load_gates(qwen, tmp_path)
+    assert not is_patched(qwen)
+
+
+def test_gates_still_load_across_heads_of_the_same_architecture_and_depth(tmp_path):
+    model = patch(_llama(2), layers=[-1])
+    _train_gates_a_little(model)
+    save_gates(model, tmp_path)
+    base = load_gates(_llama(2, head=False), tmp_path)  # LlamaModel: names lack "model."
+    assert [n for n, _ in gates(base)] == [n.removeprefix("model.") for n, _ in gates(model)]
+    ids = torch.randint(0, 128, (2, 5))
+    with torch.no_grad():
+        assert torch.equal(base(ids).last_hidden_state, model.model(ids).last_hidden_state)
+
+
+def test_a_gate_file_without_the_layer_count_and_model_type_loads_as_before(tmp_path):
+    """Written by vectorgate 0.3 to 0.4.0: no num_layers, no model_type; loaded without those checks."""
+    save_gates(patch(_llama(2), layers=[-1]), tmp_path)
+    raw = json.loads((tmp_path / CONFIG_NAME).read_text())
+    assert raw["num_layers"] == 2 and raw["model_type"] == "llama"
+    for key in ("num_layers", "model_type"):
+        del raw[key]
+    (tmp_path / CONFIG_NAME).write_text(json.dumps(raw))
+    saved = read_gate_config(tmp_path)
+    assert saved.num_layers is None and saved.model_type is None
+    assert [n for n, _ in gates(load_gates(_llama(2), tmp_path))] == [
+        "model.layers.1.residual_gates.attention", "model.layers.1.residual_gates.mlp"]
+    assert is_patched(load_gates(_llama(4), tmp_path))  # as 0.4.0 did: nothing to check against

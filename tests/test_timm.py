@@ -13,7 +13,15 @@ from timm.models.vision_transformer import Block, VisionTransformer
 from vectorgate import VectorGate
 from vectorgate.base import ResidualGate
 from vectorgate.integrations.timm import GatedBlock, gated_block_fn
-from vectorgate.patching import gates, load_gates, patch, patch_state, save_gates, unpatch
+from vectorgate.patching import (
+    gates,
+    load_gates,
+    patch,
+    patch_state,
+    read_gate_config,
+    save_gates,
+    unpatch,
+)
 from vectorgate.variants import VARIANTS
 
 
@@ -212,3 +220,76 @@ def test_peer_variants_plug_in_by_name(monkeypatch):
     torch.testing.assert_close(block(x), h + 0.5 * block.mlp(block.norm2(h)))
     vit = patch(tiny_vit(), variant="scaled")
     assert all(isinstance(g, ScaledResidual) for _, g in gates(vit))
+
+
+def _live(model) -> None:
+    """Move every gate away from its init, as training would."""
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for _, gate in gates(model):
+            for p in gate.parameters():
+                p.add_(0.2 * torch.randn(p.shape, generator=g))
+
+
+def test_a_block_fn_model_saves_its_gates_and_they_load_into_a_plain_vit(tmp_path):
+    torch.manual_seed(0)
+    built = tiny_vit(init_values=0.1, block_fn=gated_block_fn(rank=4)).eval()
+    _live(built)
+    save_gates(built, tmp_path)
+    saved = read_gate_config(tmp_path)
+    assert saved.config.family == "timm_vit" and saved.config.sites == ("attention", "mlp")
+    assert saved.config.layers == (0, 1) and saved.config.gate_kwargs == {"rank": 4}
+    assert saved.layer_names == ["blocks.0", "blocks.1"] and saved.num_layers == 2
+
+    plain = tiny_vit(init_values=0.1).eval()
+    plain.load_state_dict({k: v for k, v in built.state_dict().items() if ".gate" not in k})
+    load_gates(plain, tmp_path)  # patched as the blocks were built, gates loaded
+    assert patch_state(plain).config.gate_kwargs == {"rank": 4}
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(plain(x), built(x))
+
+
+def test_patched_gates_load_into_a_fresh_block_fn_model(tmp_path):
+    torch.manual_seed(0)
+    patched = patch(tiny_vit(init_values=0.1), rank=4, init="random", init_curvature=0.3).eval()
+    _live(patched)
+    save_gates(patched, tmp_path)
+    built = tiny_vit(init_values=0.1, block_fn=gated_block_fn(rank=4)).eval()
+    built.load_state_dict({k: v for k, v in patched.state_dict().items() if ".gate" not in k}, strict=False)
+    assert load_gates(built, tmp_path) is built
+    assert patch_state(built) is None  # built gated, not patched: nothing to unpatch
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(built(x), patched(x))
+    save_gates(built, tmp_path / "again")  # and back out again
+    assert read_gate_config(tmp_path / "again").config.layers == (0, 1)
+
+
+def test_gates_that_do_not_fit_a_block_fn_model_are_refused(tmp_path):
+    torch.manual_seed(0)
+    save_gates(patch(tiny_vit(), sites="mlp"), tmp_path / "mlp_only")
+    built = tiny_vit(block_fn=gated_block_fn())
+    before = {k: v.clone() for k, v in built.state_dict().items()}
+    with pytest.raises(ValueError, match=r"built with gated layers as .*'attention', 'mlp'.* holds gates for .*\['mlp'\]"):
+        load_gates(built, tmp_path / "mlp_only")
+    save_gates(patch(tiny_vit(), max_curvature=2.0), tmp_path / "capped")
+    with pytest.raises(ValueError, match=r"other gate arguments .* \{'max_curvature': \(2.0, None\)\}"):
+        load_gates(built, tmp_path / "capped")
+    save_gates(patch(tiny_vit(), gate_source="normed"), tmp_path / "normed")
+    with pytest.raises(ValueError, match=r"read 'normed' \(gate_source\)"):
+        load_gates(built, tmp_path / "normed")
+    save_gates(patch(tiny_vit(depth=3)), tmp_path / "deeper")
+    with pytest.raises(ValueError, match=r"with 3 timm_vit layers .* has 2"):
+        load_gates(built, tmp_path / "deeper")
+    assert all(torch.equal(v, before[k]) for k, v in built.state_dict().items())
+
+
+def test_patch_of_a_block_fn_model_says_it_is_gated_already():
+    with pytest.raises(ValueError, match=r"already holds vectorgate gates \(e.g. blocks.0.gate1\)"):
+        patch(tiny_vit(block_fn=gated_block_fn()))
+
+
+def test_gated_block_refuses_a_normed_gate_source():
+    from vectorgate import GateConfig
+
+    with pytest.raises(ValueError, match="gate_source='normed' is a patch\\(\\) option"):
+        GatedBlock(16, 2, config=GateConfig(gate_source="normed"))

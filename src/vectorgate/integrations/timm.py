@@ -104,8 +104,13 @@ class GatedBlock(Block):
             "init": "zero_output"}``).
         config: a :class:`vectorgate.GateConfig` instead of ``variant`` and ``gate_kwargs``
             (its variant and gate arguments apply; a block has both sites, whatever its
-            ``sites`` say, and no layers).
+            ``sites`` say, and no layers; its gates read x, so ``gate_source="normed"`` is
+            refused).
         **block_kwargs: passed to ``timm.models.vision_transformer.Block``.
+
+    Attributes:
+        gate_variant, gate_kwargs: what the gates were built with (recorded by
+            :func:`vectorgate.save_gates`, so the gates load into a plain ViT patched alike).
 
     Shapes:
         x ``(batch, tokens, dim)`` -> ``(batch, tokens, dim)``.
@@ -124,8 +129,14 @@ class GatedBlock(Block):
         if config is not None:
             if variant != "vectorgate" or gate_kwargs:
                 raise TypeError("GatedBlock takes a GateConfig or variant/gate_kwargs, not both")
+            if config.gate_source != "x":
+                raise ValueError(
+                    f"GatedBlock's gates read the residual stream x; gate_source={config.gate_source!r} "
+                    "is a patch() option: patch a plain timm ViT with this config instead"
+                )
             variant, gate_kwargs = config.variant, config.gate_kwargs
         super().__init__(dim, num_heads, **block_kwargs)
+        self.gate_variant, self.gate_kwargs = variant, dict(gate_kwargs or {})
         self.gate1, self.gate2 = _build_gate_pair(
             dim, variant, gate_kwargs, block_kwargs.get("device"), block_kwargs.get("dtype")
         )
@@ -222,6 +233,17 @@ class TimmViTFamily(Family):
     def find_layers(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
         claimed = claimed_elsewhere(model)
         return find_outermost(model, lambda m: id(m) not in claimed and is_timm_block(m))
+
+    def all_layers(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
+        """The plain blocks :meth:`find_layers` finds and the :class:`GatedBlock` ones, in order."""
+        claimed = claimed_elsewhere(model)
+        return find_outermost(model, lambda m: isinstance(m, GatedBlock) or (id(m) not in claimed and is_timm_block(m)))
+
+    def built_in_config(self, layer: nn.Module) -> GateConfig | None:
+        """A :class:`GatedBlock`'s variant and gate arguments, both sites; None for a plain block."""
+        if not isinstance(layer, GatedBlock):
+            return None
+        return GateConfig(variant=layer.gate_variant, gate_kwargs=layer.gate_kwargs, sites=self.sites)
 
     def site_dim(self, layer: nn.Module, site: str) -> int:
         return _block_dim(layer)

@@ -7,8 +7,9 @@ A gate directory holds two files, written as one unit:
   ``modules_to_save`` (e.g. the classifier head a gate-only adapter trained). The name
   carries the first 16 hex digits of the file's SHA-256.
 - ``vectorgate_config.json``: the :class:`~vectorgate.patching.config.GateConfig`, the gated
-  layers and gate dimensions, the model class, the library version, and the name and
-  SHA-256 of the weights file.
+  layers and gate dimensions, the model class, how many layers of the family the model has
+  and its transformers ``model_type`` (:func:`load_gates` refuses a model of another depth or
+  architecture), the library version, and the name and SHA-256 of the weights file.
 
 The config is the commit record: the weights go to a new, content-named file first, then the
 config is replaced atomically (temporary file + ``os.replace``), then stale weights files are
@@ -16,7 +17,14 @@ removed. A crash at any point leaves either the old pair or the new pair, never 
 loader checks the weights against the recorded hash.
 
 Directories written by vectorgate 0.1 and 0.2 (``format_version`` 1, a fixed
-``gates.safetensors``) still load.
+``gates.safetensors``) still load, and so do format-2 files without the layer count and
+model type (vectorgate 0.3 to 0.4.0), without those two checks.
+
+Models built with gated layers (timm's :class:`~vectorgate.integrations.timm.GatedBlock`
+as ``block_fn``), never patched, save and load too: their family describes the gates as
+:func:`vectorgate.patch` would have recorded them
+(:meth:`~vectorgate.patching.families.Family.built_in_config`), so gates move between such a
+model and a plain one patched alike.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import pathlib
 import tempfile
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -37,6 +46,7 @@ from vectorgate._version import __version__
 from vectorgate.discovery import gate_parameter_names, gates
 from vectorgate.patching.config import GateConfig
 from vectorgate.patching.core import patch, patch_state, unpatch
+from vectorgate.patching.families import FAMILIES, Family, check_model, load_integrations
 from vectorgate.patching.training import matches_module
 
 __all__ = [
@@ -56,9 +66,12 @@ LEGACY_WEIGHTS_NAME = "gates.safetensors"
 FORMAT_VERSION = 2
 _WEIGHTS_PREFIX, _WEIGHTS_SUFFIX = "gates-", ".safetensors"
 
-#: The keys of a format-2 config file, all required.
+#: The keys of a format-2 config file; all required but those in ``_OPTIONAL``.
 _KEYS = ("format_version", "vectorgate_version", "config", "model_class", "layer_names", "dims",
-         "weights_file", "weights_sha256", "num_parameters", "extra_tensors")
+         "weights_file", "weights_sha256", "num_parameters", "extra_tensors", "num_layers", "model_type")
+#: Added after 0.4.0: the saved model's number of layers of the family, its transformers
+#: ``model_type`` (null for other models). Files without them load without those checks.
+_OPTIONAL = ("num_layers", "model_type")
 #: The keys vectorgate 0.2 wrote (format 1); 0.1 files lack the last two.
 _V1_KEYS = ("format_version", "vectorgate_version", "family", "variant", "sites", "layers", "layer_names",
             "gate_kwargs", "dims", "model_class", "num_parameters", "modules_to_save", "extra_tensors")
@@ -104,6 +117,10 @@ class GateFile:
         weights_file: name of the weights file in the directory.
         weights_sha256: its SHA-256, or None for format-1 files.
         extra_tensors: names of the non-gate tensors saved with ``modules_to_save``.
+        num_layers: how many layers of the family the saved model had (gated or not); None
+            in files written by vectorgate 0.4.0 and older.
+        model_type: the saved model's transformers ``config.model_type`` (``"llama"``,
+            ``"qwen2"``, ...); None for other models and in files written by 0.4.0 and older.
         vectorgate_version: the version that wrote the file.
     """
 
@@ -117,7 +134,7 @@ class GateFile:
             self.config = _config_from_v1(raw, path)
             self.weights_file, self.weights_sha256 = LEGACY_WEIGHTS_NAME, None
         elif version == FORMAT_VERSION:
-            self._check_keys(raw, _KEYS, optional=(), path=path)
+            self._check_keys(raw, _KEYS, optional=_OPTIONAL, path=path)
             self.config = GateConfig.from_dict(raw["config"], source=f"{path} (field 'config')")
             self.weights_file, self.weights_sha256 = raw["weights_file"], raw["weights_sha256"]
             if pathlib.Path(self.weights_file).name != self.weights_file:
@@ -132,6 +149,13 @@ class GateFile:
         self.dims: dict[str, int] = dict(raw["dims"])
         self.extra_tensors: list[str] = list(raw.get("extra_tensors", []))
         self.vectorgate_version: str = str(raw["vectorgate_version"])
+        self.num_layers: int | None = raw.get("num_layers")
+        self.model_type: str | None = raw.get("model_type")
+        n = self.num_layers
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ValueError(f"{path}: num_layers must be a positive int or null, got {n!r}")
+        if self.model_type is not None and not isinstance(self.model_type, str):
+            raise ValueError(f"{path}: model_type must be a string or null, got {self.model_type!r}")
 
     @staticmethod
     def _check_keys(raw: Mapping[str, Any], keys: Sequence[str], *, optional: Sequence[str], path: pathlib.Path) -> None:
@@ -192,13 +216,74 @@ def weights_path(directory: str | os.PathLike) -> pathlib.Path:
     return read_gate_config(directory).weights_path
 
 
+@dataclass
+class _Gated:
+    """Where the gates of a model are: what its patch recorded, or what its family says of
+    the layers it was built with (``built_in``)."""
+
+    config: GateConfig
+    layer_names: tuple[str, ...]
+    dims: dict[str, int]
+    built_in: bool = False
+
+
+def _model_type(model: nn.Module) -> str | None:
+    """A transformers model's ``config.model_type`` (``"llama"``, ``"qwen2"``), else None."""
+    value = getattr(getattr(model, "config", None), "model_type", None)
+    return value if isinstance(value, str) and value else None
+
+
+def _family(name: str, directory: Any = None) -> Family:
+    load_integrations()
+    if name not in FAMILIES:
+        where = f"the gates in {directory} were saved with" if directory is not None else "the model is patched with"
+        raise ValueError(
+            f"{where} family {name!r}, which is not registered here (registered: {', '.join(FAMILIES)}); "
+            "install or import the package that registers it"
+        )
+    return FAMILIES[name]
+
+
+def _built_in(model: nn.Module) -> _Gated | None:
+    """The gates of a model built with gated layers (e.g. timm ``GatedBlock``), described as
+    :func:`patch` would have recorded them; None when no family knows such layers in it.
+
+    Raises:
+        ValueError: its gated layers were built with different gates (one GateConfig cannot
+            describe them).
+    """
+    load_integrations()
+    for fam in FAMILIES.values():
+        layers = fam.all_layers(model)
+        built = [(i, name, cfg) for i, (name, layer) in enumerate(layers)
+                 if (cfg := fam.built_in_config(layer)) is not None]
+        if not built:
+            continue
+        kinds = {json.dumps(cfg.to_dict(), sort_keys=True): name for _, name, cfg in built}
+        if len(kinds) > 1:
+            raise ValueError(
+                f"the gated {fam.name} layers of {type(model).__name__} were built with different gates "
+                f"(e.g. {sorted(kinds.values())[:2]}); a gate file records one GateConfig per model"
+            )
+        names = tuple(name for _, name, _ in built)
+        config = built[0][2].replace(family=fam.name, layers=tuple(i for i, _, _ in built))
+        dims = {n: g.dim for n, g in gates(model)
+                if any(not layer or n.startswith(layer + ".") for layer in names)}
+        return _Gated(config, names, dims, built_in=True)
+    return None
+
+
 def save_gates(
     model: nn.Module, directory: str | os.PathLike, *, modules_to_save: Sequence[str] | None = None
 ) -> pathlib.Path:
     """Write the gates of a model patched by :func:`vectorgate.patch` to ``directory``.
 
+    A model built with gated layers that its family knows (timm's ``GatedBlock`` as
+    ``block_fn``) saves too: its gates are recorded as a patch of the plain model would be,
+    so they load into either kind.
+
     Args:
-        model: the patched model.
+        model: the patched model (or one built with gated layers).
         directory: created if missing; gate files already in it are replaced as one unit.
         modules_to_save: names of other modules whose parameters are saved with the gates
             (matched against parameter-name components, e.g. ``"classifier"``); by default
@@ -209,19 +294,32 @@ def save_gates(
         The directory, as a ``pathlib.Path``.
 
     Raises:
-        ValueError: the model is not patched, or a module in ``modules_to_save`` is missing.
+        TypeError: ``model`` is not an ``nn.Module``.
+        ValueError: the model is not patched (and holds no gated layers a family knows), or a
+            module in ``modules_to_save`` is missing.
     """
+    check_model(model, "save_gates")
     state = patch_state(model)
-    if state is None:
-        raise ValueError(f"{type(model).__name__} is not patched by vectorgate: nothing to save")
+    if state is not None:
+        gated = _Gated(state.config, tuple(state.layer_names), dict(state.dims))
+        default_modules = state.modules_to_save
+    else:
+        gated = _built_in(model)
+        if gated is None:
+            held = next((n for n, _ in gates(model)), None)
+            why = (f": it holds gates (e.g. {held or '(root)'}), but in no layer a family knows; save its "
+                   "state_dict instead" if held is not None else "")
+            raise ValueError(f"{type(model).__name__} is not patched by vectorgate: nothing to save{why}")
+        default_modules = ()
     st = _safetensors()
+    num_layers = len(_family(gated.config.family).all_layers(model)) or None
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {}
     for name, gate in gates(model):
         for p_name, p in gate.state_dict().items():
             tensors[f"{name}.{p_name}" if name else p_name] = p.detach().to("cpu").contiguous()
-    modules = state.modules_to_save if modules_to_save is None else tuple(modules_to_save)
+    modules = default_modules if modules_to_save is None else tuple(modules_to_save)
     extra = _extra_parameters(model, modules)
     tensors.update({k: v.detach().to("cpu").contiguous() for k, v in extra.items()})
 
@@ -235,10 +333,12 @@ def save_gates(
     config = {
         "format_version": FORMAT_VERSION,
         "vectorgate_version": __version__,
-        "config": state.config.replace(modules_to_save=modules).to_dict(),
+        "config": gated.config.replace(modules_to_save=modules).to_dict(),
         "model_class": type(model).__name__,
-        "layer_names": list(state.layer_names),
-        "dims": state.dims,
+        "model_type": _model_type(model),
+        "num_layers": num_layers,
+        "layer_names": list(gated.layer_names),
+        "dims": gated.dims,
         "weights_file": weights_file,
         "weights_sha256": digest,
         "num_parameters": sum(t.numel() for t in tensors.values()),
@@ -303,29 +403,94 @@ def _rename(saved_layers: Sequence[str], model_layers: Sequence[str]) -> Callabl
     return rename
 
 
+def _check_architecture(model: nn.Module, saved: GateFile, directory: Any) -> None:
+    """Refuse a model of another family, architecture or depth than the saved one, saying
+    what was saved and what the model has. (Another head of the same backbone is fine.)"""
+    config, cls = saved.config, type(model).__name__
+    origin = f"the gates in {directory} were saved from a {saved.model_class}"
+    layers = _family(config.family, directory).all_layers(model)
+    if not layers:
+        raise ValueError(
+            f"{origin} (family {config.family!r}), but family {config.family!r} found no layers in {cls}"
+        )
+    have_type = _model_type(model)
+    if saved.model_type is not None and have_type is not None and saved.model_type != have_type:
+        raise ValueError(
+            f"{origin} (model_type {saved.model_type!r}), but this {cls} is a {have_type!r} model: gates "
+            f"trained in one architecture do not fit another, even where the family ({config.family!r}) "
+            "and the widths agree"
+        )
+    if saved.num_layers is not None and saved.num_layers != len(layers):
+        gated = list(config.layers)
+        raise ValueError(
+            f"{origin} with {saved.num_layers} {config.family} layers (gated: layer(s) {gated}), but this "
+            f"{cls} has {len(layers)}. Layer indices count in the saved model (a gate of its last layer "
+            f"is at index {saved.num_layers - 1}), so here they would gate other layers than the ones they "
+            f"were trained in; load them into a model with {saved.num_layers} layers"
+        )
+
+
+def _sets_start_values_only(key: str) -> bool:
+    """Gate arguments that only set the starting values (and dtype), which loading overwrites."""
+    return key.startswith("init") or key == "dtype"
+
+
+def _check_built_in(model: nn.Module, built: _Gated, config: GateConfig, directory: Any) -> None:
+    """Refuse saved gates that the model's built-in gated layers cannot hold as they are."""
+    cls = type(model).__name__
+    want = (config.family, config.variant, list(config.sites or ()), list(config.layers or ()))
+    have = (built.config.family, built.config.variant, list(built.config.sites or ()), list(built.config.layers or ()))
+    if want != have:
+        raise ValueError(
+            f"{cls} is built with gated layers as (family, variant, sites, layers) = {have}, but "
+            f"{directory} holds gates for {want}; load them into a plain model (patched as they were)"
+        )
+    if config.gate_source != built.config.gate_source:
+        raise ValueError(
+            f"the gates in {directory} read {config.gate_source!r} (gate_source), the gated layers of this "
+            f"{cls} read {built.config.gate_source!r}: load them into a plain model, which load_gates patches alike"
+        )
+    ours, theirs = built.config.gate_kwargs, config.gate_kwargs
+    diff = {k: (theirs.get(k), ours.get(k)) for k in sorted(set(ours) | set(theirs))
+            if not _sets_start_values_only(k) and theirs.get(k) != ours.get(k)}
+    if diff:
+        raise ValueError(
+            f"the gates in {directory} were built with other gate arguments than the gated layers of "
+            f"this {cls}: argument -> (saved, model) {diff}"
+        )
+
+
 def load_gates(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
     """Patch ``model`` as recorded in ``directory`` and load the saved gates, bit-exact.
 
     The model may use another head of the same backbone than the one saved (gates saved
     from a ``BertForSequenceClassification`` load into a ``BertModel`` and back): the gated
     layers are matched by position. Saved ``modules_to_save`` tensors the model has no place
-    for (a classifier, into a model without one) are skipped with a warning.
+    for (a classifier, into a model without one) are skipped with a warning. The model must
+    have as many layers of the family as the saved one, and be of the same architecture
+    (transformers ``model_type``): gates of a 2-layer Llama do not load into a 4-layer one,
+    nor Llama gates into a Qwen2 model.
 
     A model already patched with the same family, variant, sites and layers is loaded into
-    as is. On any error the model is left as it was (a patch done here is undone).
+    as is, and so is a model built with gated layers (timm's ``GatedBlock``) holding the
+    same gates. On any error the model is left as it was (a patch done here is undone).
 
     Args:
-        model: a fresh base model of the same architecture (or one already patched alike).
+        model: a fresh base model of the same architecture (or one already patched alike,
+            or built with gated layers alike).
         directory: a directory written by :func:`save_gates` (any vectorgate version).
 
     Returns:
-        ``model``, patched, with the saved gate values.
+        ``model``, patched (unless built gated), with the saved gate values.
 
     Raises:
-        ValueError: the model does not match what was saved (family, layers, dimensions,
-            or missing/unexpected gate tensors; the message lists the differences), or the
+        TypeError: ``model`` is not an ``nn.Module``.
+        ValueError: the model does not match what was saved (family, architecture, number
+            of layers, variant, sites, layers, dimensions, or missing/unexpected gate
+            tensors; the message says what was saved and what the model has), or the
             weights do not match the recorded hash.
     """
+    check_model(model, "load_gates")
     saved = read_gate_config(directory)
     weights = saved.weights_path
     if not weights.is_file():
@@ -343,25 +508,33 @@ def load_gates(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
         raise ValueError(f"{weights} holds non-finite (NaN/Inf) values in: {', '.join(sorted(bad))}")
     config = saved.config
     state = patch_state(model)
-    patched_here = state is None
-    if patched_here:
-        patch(model, config.replace(modules_to_save=()))
-        state = patch_state(model)
+    built = _built_in(model) if state is None else None
+    _check_architecture(model, saved, directory)
+    patched_here = state is None and built is None
+    if built is not None:
+        _check_built_in(model, built, config, directory)
+        where = built
+    else:
+        if patched_here:
+            patch(model, config.replace(modules_to_save=()))
+            state = patch_state(model)
+        where = _Gated(state.config, tuple(state.layer_names), dict(state.dims))
     try:
-        want = (config.family, config.variant, list(config.sites), list(config.layers))
-        have = (state.family, state.variant, list(state.sites), list(state.layers))
-        if want != have:
-            raise ValueError(
-                f"{type(model).__name__} is patched as (family, variant, sites, layers) = {have}, "
-                f"but {directory} holds gates for {want}"
-            )
-        rename = _rename(saved.layer_names, state.layer_names)
+        if not where.built_in:
+            want = (config.family, config.variant, list(config.sites), list(config.layers))
+            have = (state.family, state.variant, list(state.sites), list(state.layers))
+            if want != have:
+                raise ValueError(
+                    f"{type(model).__name__} is patched as (family, variant, sites, layers) = {have}, "
+                    f"but {directory} holds gates for {want}"
+                )
+        rename = _rename(saved.layer_names, where.layer_names)
         saved_dims = {rename(k): v for k, v in saved.dims.items()}
-        if state.dims != saved_dims:
+        if where.dims != saved_dims:
             diff = {
-                k: (saved_dims.get(k), state.dims.get(k))
-                for k in sorted(set(state.dims) | set(saved_dims))
-                if saved_dims.get(k) != state.dims.get(k)
+                k: (saved_dims.get(k), where.dims.get(k))
+                for k in sorted(set(where.dims) | set(saved_dims))
+                if saved_dims.get(k) != where.dims.get(k)
             }
             raise ValueError(
                 f"the gates in {directory} (saved from a {saved.model_class}) do not fit this "
