@@ -332,6 +332,23 @@ def test_bad_cli_arguments(argv, message, capsys):
     assert message in err
 
 
+def test_inspect_with_gates_of_another_width_says_so_once(minilm_path, tmp_path, capsys):
+    """Gates of a 6-layer BERT of width 32 onto MiniLM (6 layers, width 384)."""
+    transformers = pytest.importorskip("transformers")
+    from vectorgate.cli import main
+    from vectorgate.patching import patch, save_gates
+
+    torch.manual_seed(0)
+    narrow = transformers.BertModel(transformers.BertConfig(**{**TINY_BERT, "num_hidden_layers": 6}))
+    gates_dir = save_gates(patch(narrow), tmp_path / "gates")
+    with pytest.raises(SystemExit) as exc:
+        main(["inspect", "--base", "minilm", "--gates", str(gates_dir), "--text", "hi",
+              "--output-dir", str(tmp_path / "out")])
+    message = str(exc.value.code)
+    assert message.startswith("--base minilm: the gates in ")
+    assert message.count("do not fit") == 1 and "(32, 384)" in message
+
+
 # --- patch(), save_gates(), load_gates(): errors leave models and files as they were --------
 
 TINY_BERT = {"num_hidden_layers": 2, "hidden_size": 32, "intermediate_size": 64,

@@ -95,8 +95,8 @@ def run(args: argparse.Namespace) -> int:
     tokenizer = transformers.AutoTokenizer.from_pretrained(args.tokenizer or base)
     try:
         load_gates(model, args.gates)
-    except ValueError as err:
-        raise SystemExit(f"the gates in {args.gates} do not fit {base}: {err}") from err
+    except ValueError as err:  # it names the gate folder and says what does not fit
+        raise SystemExit(f"--base {args.base}: {err}") from err
     if args.skip_ratio is not None:
         from vectorgate.skip import find_skip_sites
 
