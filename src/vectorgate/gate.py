@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from vectorgate._checks import check_floating, check_last_dim, check_same_device
 from vectorgate.base import ResidualGate
+from vectorgate.depth import DEFAULT_LOG_GAIN_BUDGET, depth_curvature
 from vectorgate.functional import exp_gated_residual
 from vectorgate.kernels.reference import compute_dtype
 
@@ -106,6 +107,14 @@ class VectorGate(ResidualGate):
             value other than 0 makes the gate non-identity at init.
         max_curvature: if given, c is soft-capped as ``cap * tanh(c_raw / cap)`` so that
             ``|c| < cap`` always; the stored parameter is the raw value.
+        depth: number of gated sites on the residual stream this gate sits on (2 per
+            Transformer layer with both residuals gated). When given and ``max_curvature``
+            is not, c is soft-capped at ``log_gain_budget / depth``, so the compound gain of
+            the whole stream stays within ``e^+-log_gain_budget`` however the gates train
+            (:mod:`vectorgate.depth`), and with ``init="zero_output"`` c starts at half that
+            cap (at most 1.0). :func:`vectorgate.patch` passes the count it gates.
+        log_gain_budget: bound on the stream's log compound gain used with ``depth``
+            (default ``log(65504)``, float16's range).
         bias: whether g has a bias.
         device: device of the parameters.
         dtype: dtype of the parameters.
@@ -124,11 +133,19 @@ class VectorGate(ResidualGate):
         init: Literal["zero_output", "random"] = "zero_output",
         init_curvature: float | None = None,
         max_curvature: float | None = None,
+        depth: int | None = None,
+        log_gain_budget: float = DEFAULT_LOG_GAIN_BUDGET,
         bias: bool = True,
         device=None,
         dtype=None,
     ) -> None:
         super().__init__()
+        if depth is not None:
+            cap, depth_init = depth_curvature(depth, log_gain_budget)
+            if max_curvature is None:
+                max_curvature = cap
+                if init_curvature is None and init == "zero_output":
+                    init_curvature = depth_init
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim must be a positive int, got {dim!r}")
         if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
@@ -153,9 +170,13 @@ class VectorGate(ResidualGate):
             if not (math.isfinite(float(max_curvature)) and max_curvature > 0):
                 raise ValueError(f"max_curvature must be None or a positive number, got {max_curvature!r}")
             if abs(init_curvature) >= max_curvature:
+                why = ""
+                if depth is not None and max_curvature == depth_curvature(depth, log_gain_budget)[0]:
+                    why = (f" (the depth cap: log_gain_budget {log_gain_budget:.4g} / depth {depth}; pass a "
+                           "smaller init_curvature, or max_curvature yourself to replace the depth cap)")
                 raise ValueError(
                     f"|init_curvature| must be below max_curvature, got init_curvature={init_curvature} "
-                    f"and max_curvature={max_curvature}"
+                    f"and max_curvature={max_curvature:.4g}{why}"
                 )
         self.dim = dim
         self.rank = rank
@@ -163,6 +184,7 @@ class VectorGate(ResidualGate):
         self.init = init
         self.init_curvature = float(init_curvature)
         self.max_curvature = None if max_curvature is None else float(max_curvature)
+        self.depth = depth
         factory = {"device": device, "dtype": dtype}
         if rank is None:
             self.proj: nn.Module = nn.Linear(dim, dim, bias=bias, **factory)
@@ -286,5 +308,7 @@ class VectorGate(ResidualGate):
         parts.append(f"init_curvature={self.init_curvature:g}")
         if self.max_curvature is not None:
             parts.append(f"max_curvature={self.max_curvature:g}")
+        if self.depth is not None:
+            parts.append(f"depth={self.depth}")
         parts.append(f"params={self.num_parameters:,}")
         return ", ".join(parts)

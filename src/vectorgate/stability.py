@@ -13,7 +13,11 @@ What the library guarantees, and what it leaves to you (see ``docs/reliability.m
   projection or gradient went non-finite, so no NaN passes unreported.
 - It also warns (:class:`UnstableGateWarning`), naming the fix, when the gates of a model
   can together scale the residual stream by more than ``exp(LOG_AMPLIFICATION_WARN)``,
-  i.e. beyond float16's range. The stress runs (``benchmarks/stress.py``) measured what
+  i.e. beyond float16's range, and, given a measured
+  :class:`~vectorgate.compound_gain.CompoundGainReport`, when the compound gain measured on
+  real data has left its budget. Gates built by :func:`vectorgate.patch` (or with
+  ``depth=``) have their curvatures capped so that the first never fires
+  (:mod:`vectorgate.depth`). The stress runs (``benchmarks/stress.py``) measured what
   happens past it under fp16 autocast: NaN at the first step when the gates start there,
   and, when training takes them there, a GradScaler that skips most steps (no NaN reaches
   the weights, but the model stops learning).
@@ -24,11 +28,15 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from vectorgate.discovery import gates
+
+if TYPE_CHECKING:
+    from vectorgate.compound_gain import CompoundGainReport
 
 __all__ = [
     "LOG_AMPLIFICATION_WARN",
@@ -169,6 +177,7 @@ def check_gates(
     *,
     grads: bool = True,
     log_amplification_warn: float | None = LOG_AMPLIFICATION_WARN,
+    gain: CompoundGainReport | None = None,
 ) -> HealthReport:
     """Raise if any gate went non-finite; warn if the gates can blow up the residual stream.
 
@@ -184,6 +193,9 @@ def check_gates(
             in sequence on one residual stream (a Transformer, an MLP stack). The default,
             ``log(65504)``, is float16's range; for bf16/fp32 training, whose range is
             ``e^88``, pass e.g. ``math.log(torch.finfo(torch.bfloat16).max)``.
+        gain: a compound gain measured on the model's last forward pass
+            (:meth:`vectorgate.compound_gain.CompoundGainMonitor.report`); warn when it is
+            outside its budget.
 
     Returns:
         The :class:`HealthReport`, for logging.
@@ -206,6 +218,16 @@ def check_gates(
             f"GradScaler that skips most steps. Build the gates with max_curvature <= "
             f"{per_gate:.3g} (= {log_amplification_warn:.3g} / {len(report.gates)} gates), "
             f"lower init_curvature, or train in bf16.",
+            UnstableGateWarning,
+            stacklevel=2,
+        )
+    if gain is not None and not gain.within_budget:
+        warnings.warn(
+            f"the measured compound gain of the residual stream left its budget: max |log gain| "
+            f"{gain.max_abs_log_gain:.3g} > {gain.budget:.3g} (gain {gain.min_gain:.3g} to {gain.max_gain:.3g}, "
+            f"{100 * gain.saturated:.0f}% of gate values saturated). The gates' curvatures are not "
+            "capped for this depth: patch with the default log_gain_budget, or build the gates with "
+            "depth=<number of gated sites> (see vectorgate.depth), or lower the learning rate.",
             UnstableGateWarning,
             stacklevel=2,
         )

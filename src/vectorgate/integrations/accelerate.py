@@ -15,6 +15,16 @@ any optimizer; the groups survive the wrapping::
 Nothing here imports accelerate: the same optimizer serves a plain loop, or a
 ``transformers.Trainer`` through ``optimizers=(gate_optimizer(model, ...), None)`` (or use
 :class:`vectorgate.integrations.transformers.trainer.GateTrainer`).
+
+:func:`log_compound_gain` sends the compound gain of the gates
+(:class:`vectorgate.compound_gain.CompoundGainMonitor`) to the loop's trackers::
+
+    monitor = CompoundGainMonitor(accelerator.unwrap_model(model)).start()
+    for step, batch in enumerate(loader):
+        accelerator.backward(model(**batch).loss)
+        if step % 50 == 0:
+            log_compound_gain(accelerator, monitor.report(), step)   # also runs check_gates
+        optimizer.step(); optimizer.zero_grad()
 """
 
 from __future__ import annotations
@@ -25,9 +35,34 @@ from typing import Any
 import torch
 from torch import nn
 
+from vectorgate.compound_gain import CompoundGainReport
 from vectorgate.patching import gates, param_groups
+from vectorgate.stability import check_gates
 
-__all__ = ["gate_optimizer"]
+__all__ = ["gate_optimizer", "log_compound_gain"]
+
+
+def log_compound_gain(
+    accelerator: Any, report: CompoundGainReport, step: int, *, model: nn.Module | None = None, prefix: str = "gates/"
+) -> dict[str, float]:
+    """Log ``report``'s scalars with ``accelerator.log`` (any object with a ``log(values,
+    step=)`` method) and warn if the gain left its budget.
+
+    Args:
+        accelerator: an ``accelerate.Accelerator`` (or a tracker with the same ``log``).
+        report: from :meth:`vectorgate.compound_gain.CompoundGainMonitor.report`.
+        step: the training step.
+        model: if given, :func:`vectorgate.stability.check_gates` runs on it (raises on a
+            NaN or Inf in a gate); else only the budget is checked.
+        prefix: prefix of the logged keys.
+
+    Returns:
+        The values logged.
+    """
+    values = report.scalars(prefix)
+    accelerator.log(values, step=step)
+    check_gates(model if model is not None else nn.Module(), gain=report)
+    return values
 
 
 def gate_optimizer(

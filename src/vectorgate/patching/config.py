@@ -13,18 +13,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from vectorgate.depth import DEFAULT_LOG_GAIN_BUDGET
+
 __all__ = ["GATE_SOURCES", "GateConfig"]
 
 #: What a gate's projection can read (see :attr:`GateConfig.gate_source`).
 GATE_SOURCES = ("x", "normed")
-#: Fields added after 0.3.0 and their values for files written before them.
-_ADDED_SINCE_0_3: dict[str, Any] = {"gate_source": "x"}
+#: Fields added after 0.3.0 and their values for files written before them (a 0.4 file has no
+#: depth budget: its gates load and behave as saved).
+_ADDED_SINCE_0_3: dict[str, Any] = {"gate_source": "x", "log_gain_budget": None}
 
 
 def _jsonable(key: str, value: Any) -> Any:
@@ -66,6 +70,13 @@ class GateConfig:
             families (BERT) have no pre-norm (their x is already a LayerNorm's output) and
             take ``"x"`` only. Measured effect on quality: docs/results_reading.md. (Not
             called ``gate_input``: that is GateSkip's own option, in ``gate_kwargs``.)
+        log_gain_budget: bound on the log compound gain of the residual stream: ``patch()``
+            counts the n sites it gates and caps every VectorGate's curvature at
+            ``log_gain_budget / n`` (:mod:`vectorgate.depth`), so the gates together scale a
+            channel of the stream by at most ``e^log_gain_budget`` at any depth. Default
+            ``log(65504) ~ 11.09`` (float16's range); ``None``: no depth cap (vectorgate
+            0.4's behaviour, and what gate files written by 0.4 load with). An explicit
+            ``max_curvature`` in ``gate_kwargs`` takes precedence.
 
     Keyword arguments that are not fields go into ``gate_kwargs`` (``GateConfig(rank=64)``).
 
@@ -81,6 +92,7 @@ class GateConfig:
     gate_kwargs: dict[str, Any] = field(default_factory=dict)
     modules_to_save: tuple[str, ...] = ()
     gate_source: str = "x"
+    log_gain_budget: float | None = DEFAULT_LOG_GAIN_BUDGET
 
     def __init__(
         self,
@@ -91,6 +103,7 @@ class GateConfig:
         gate_kwargs: Mapping[str, Any] | None = None,
         modules_to_save: str | Sequence[str] = (),
         gate_source: str = "x",
+        log_gain_budget: float | None = DEFAULT_LOG_GAIN_BUDGET,
         **options: Any,
     ) -> None:
         self.variant = variant
@@ -105,6 +118,7 @@ class GateConfig:
         self.gate_kwargs = merged
         self.modules_to_save = modules_to_save  # type: ignore[assignment]
         self.gate_source = gate_source
+        self.log_gain_budget = log_gain_budget
         self.__post_init__()
 
     def __post_init__(self) -> None:
@@ -142,6 +156,11 @@ class GateConfig:
         self.modules_to_save = modules
         if self.gate_source not in GATE_SOURCES:
             raise ValueError(f"gate_source must be one of {GATE_SOURCES}, got {self.gate_source!r}")
+        budget = self.log_gain_budget
+        if budget is not None:
+            if isinstance(budget, bool) or not isinstance(budget, int | float) or not (math.isfinite(budget) and budget > 0):
+                raise ValueError(f"log_gain_budget must be None or a positive number (a natural-log gain), got {budget!r}")
+            self.log_gain_budget = float(budget)
 
     def replace(self, **changes: Any) -> GateConfig:
         """A copy with ``changes`` applied (validated like a new config)."""
@@ -160,6 +179,7 @@ class GateConfig:
             "gate_kwargs": {k: _jsonable(k, v) for k, v in self.gate_kwargs.items()},
             "modules_to_save": list(self.modules_to_save),
             "gate_source": self.gate_source,
+            "log_gain_budget": self.log_gain_budget,
         }
 
     @classmethod

@@ -19,7 +19,7 @@ from vectorgate.discovery import gates
 from vectorgate.patching.changes import Change, GateBranchOutput, apply_all
 from vectorgate.patching.config import GateConfig
 from vectorgate.patching.families import find_family
-from vectorgate.variants import build_gate
+from vectorgate.variants import DEPTH_AWARE_VARIANTS, build_gate
 
 __all__ = ["PatchState", "gate_config", "is_patched", "patch", "patch_state", "unpatch"]
 
@@ -123,9 +123,13 @@ def _layer_factory(layer: nn.Module) -> dict[str, Any]:
 def patch(model: nn.Module, config: GateConfig | None = None, /, **kwargs: Any) -> nn.Module:
     """Gate the residual connections of ``model`` in place, keeping every pretrained weight.
 
-    With the default gate (``init="zero_output"``: g's output zero, c = 1) the patched
-    model's outputs equal the original's bit for bit, and every gate projection gets a
-    gradient from the first step.
+    With the default gate (``init="zero_output"``: g's output zero) the patched model's
+    outputs equal the original's bit for bit, and every gate projection gets a gradient from
+    the first step. ``patch`` counts the sites it gates (n) and gives each VectorGate
+    ``depth=n``: its curvature is soft-capped at ``config.log_gain_budget / n`` and starts at
+    half that (at most 1), so the gates together can never scale the residual stream by more
+    than ``e^log_gain_budget`` at any depth (:mod:`vectorgate.depth`). An explicit
+    ``max_curvature`` or ``depth`` in the config, or ``log_gain_budget=None``, overrides it.
 
     Call it with a :class:`GateConfig` or with its fields as keywords (a shortcut: keywords
     that are not fields are the variant's arguments)::
@@ -138,7 +142,7 @@ def patch(model: nn.Module, config: GateConfig | None = None, /, **kwargs: Any) 
             ``BertForSequenceClassification``, ``LlamaForCausalLM``).
         config: what to gate and how; see :class:`GateConfig` for the fields (``variant``,
             ``sites``, ``layers``, ``family``, ``gate_kwargs``). Gates are created on each
-            layer's device and in its parameter dtype.
+            layer's device, in its parameter dtype unless ``gate_kwargs`` names a ``dtype``.
         **kwargs: the fields of a :class:`GateConfig`, when ``config`` is not given.
 
     Returns:
@@ -182,17 +186,21 @@ def patch(model: nn.Module, config: GateConfig | None = None, /, **kwargs: Any) 
                 )
 
     # Build everything first; nothing below touches the model until the loop that applies.
+    present_sites = [(i, [s for s in sites if s in fam.layer_sites(found[i][1])]) for i in chosen]
+    gate_kwargs = dict(config.gate_kwargs)
+    if config.log_gain_budget is not None and config.variant in DEPTH_AWARE_VARIANTS:
+        # The stream's depth, so that the gates together keep within the budget (vectorgate.depth).
+        gate_kwargs.setdefault("depth", sum(len(s) for _, s in present_sites))
+        gate_kwargs.setdefault("log_gain_budget", config.log_gain_budget)
     changes: list[Change] = []
     gated_sites: set[str] = set()
-    for i in chosen:
+    for i, layer_sites in present_sites:
         _, layer = found[i]
-        factory = _layer_factory(layer)
-        present = fam.layer_sites(layer)
+        # The layer's device, and its dtype unless the config asks for another.
+        factory = {k: v for k, v in _layer_factory(layer).items() if k not in gate_kwargs}
         layer_gates = {}
-        for site in sites:
-            if site not in present:
-                continue  # e.g. cross-attention, which only decoder layers have
-            gate = build_gate(config.variant, fam.site_dim(layer, site), **config.gate_kwargs)
+        for site in layer_sites:  # e.g. cross-attention only where decoder layers have it
+            gate = build_gate(config.variant, fam.site_dim(layer, site), **gate_kwargs)
             layer_gates[site] = gate.to(**factory) if factory else gate
             gated_sites.add(site)
         layer_changes = fam.changes(layer, layer_gates)

@@ -7,9 +7,9 @@ a ``patch()`` target or an example can swap them with a string:
 name                   y                                                params        identity at init
 =====================  ===============================================  ============  =================
 ``plain``              ``x + f``                                        0             plain residual
-``vectorgate``         ``exp(s) x + exp(-s) f``, ``s = c tanh(W x+b)``  d^2 + 2d      yes (c = 0)
-``vectorgate_scalar``  same, one shared c (xLSTM-style bound)           d^2 + d + 1   yes (c = 0)
-``vectorgate_lowrank`` same, ``W = up @ down`` of rank r (default 16)   2dr + 2d      yes (c = 0)
+``vectorgate``         ``exp(s) x + exp(-s) f``, ``s = c tanh(W x+b)``  d^2 + 2d      yes [3]_   
+``vectorgate_scalar``  same, one shared c (xLSTM-style bound)           d^2 + d + 1   yes [3]_   
+``vectorgate_lowrank`` same, ``W = up @ down`` of rank r (default 16)   2dr + 2d      yes [3]_   
 ``highway``            ``T f + (1 - T) x``, ``T = sigmoid(W x + b)``    d^2 + d       no
 ``rezero``             ``x + a f``, scalar a = 0                        1             no (y = x)
 ``layerscale``         ``x + gamma * f``, gamma = 0.1                   d             no
@@ -29,6 +29,8 @@ name                   y                                                params  
    ``patch()`` cannot install them. Per site: ``hc_dynamic`` n^2 + 2n + (n + 3) d + 2,
    ``mhc`` n^2 + 2n + (n + 3) d + 3.
 .. [2] Every stream equals the plain residual stream; the host averages the streams at the end.
+.. [3] By default g's output starts at zero (``init="zero_output"``), so s = 0; see
+   :class:`vectorgate.VectorGate`.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from vectorgate.variants.scaled import LayerScaleResidual, ReZeroResidual
 from vectorgate.variants.sigmoid import GateSkipResidual, HighwayResidual
 
 __all__ = [
+    "DEPTH_AWARE_VARIANTS",
     "VARIANTS",
     "GateSkipResidual",
     "HighwayResidual",
@@ -74,7 +77,7 @@ def vectorgate_scalar(dim: int, **kwargs: Any) -> VectorGate:
 
     Beck et al., 2024, "xLSTM: Extended Long Short-Term Memory" (arXiv:2405.04517) uses
     exponential gates with a scalar stabiliser; here the single c bounds every dimension.
-    Init c = 0 (identity). Parameters: d^2 + d + 1. Other kwargs as :class:`VectorGate`.
+    The identity at init, as VectorGate. Parameters: d^2 + d + 1. Other kwargs as :class:`VectorGate`.
     """
     return VectorGate(dim, curvature="scalar", **kwargs)
 
@@ -82,7 +85,7 @@ def vectorgate_scalar(dim: int, **kwargs: Any) -> VectorGate:
 def vectorgate_lowrank(dim: int, *, rank: int = 16, **kwargs: Any) -> VectorGate:
     """VectorGate whose projection g is low rank (``d -> rank -> d``, default rank 16).
 
-    Init c = 0 (identity). Parameters: 2 d r + 2 d. Other kwargs as :class:`VectorGate`.
+    The identity at init, as VectorGate. Parameters: 2 d r + 2 d. Other kwargs as :class:`VectorGate`.
     """
     return VectorGate(dim, rank=min(rank, dim), **kwargs)
 
@@ -103,6 +106,11 @@ VARIANTS: dict[str, Callable[..., ResidualGate]] = {
     # Stream-expanding (hosted by vectorgate.variants.hyper.hyper_connect, not by patch()).
     **STREAM_VARIANTS,
 }
+
+
+#: Variants that take ``depth`` and ``log_gain_budget`` (VectorGate's; see vectorgate.depth):
+#: :func:`vectorgate.patch` passes them the number of sites it gates.
+DEPTH_AWARE_VARIANTS = frozenset({"vectorgate", "vectorgate_scalar", "vectorgate_lowrank"})
 
 
 def register_variant(name: str, factory: Callable[..., ResidualGate]) -> None:

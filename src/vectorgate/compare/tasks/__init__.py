@@ -29,11 +29,11 @@ register_task("charlm_long", lambda: CharLMShakespeareTask(
     eval_points=20, eval_windows=256, max_chars=None))
 register_task("vit_long", lambda: ViTMnistTask(
     name="vit_long", steps=VIT_LONG_STEPS, eval_points=20, augment_shift=2))
-# The depth and learning-rate sweeps: the same char-LM at 4, 8 and 16 layers, 200 steps (0.4M
+# The depth and learning-rate sweeps: the same char-LM at 4, 8, 16 and 32 layers, 200 steps (0.4M
 # characters, early training) so that the whole sweep fits about two hours of a 2-core CPU next
 # to the headline runs; `--scale` lengthens it on larger machines. 10 evaluations: at 200 steps,
 # 20 would cost a quarter of the run.
-for _layers in (4, 8, 16):
+for _layers in (4, 8, 16, 32):
     register_task(f"charlm_sweep_{_layers}l", lambda layers=_layers: CharLMShakespeareTask(
         name=f"charlm_sweep_{layers}l", steps=CHARLM_SWEEP_STEPS, n_embd=128, n_layer=layers, n_head=4,
         context=64, eval_points=10, eval_windows=256, max_chars=None))
