@@ -216,6 +216,35 @@ def test_calibrate_ratio_zero_by_site_mapping_is_dense():
     assert torch.equal(_run(model, inputs), ref)
 
 
+@pytest.mark.parametrize("kind", ["bert", "gated_residual"])
+def test_skip_ratios_are_zero_not_nan_when_nothing_is_skipped(kind):
+    build, make = KINDS[kind]
+    model = build()
+    ctl = enable_skipping(model)  # no thresholds: every site idle
+    assert ctl.skip_ratio() == 0.0 and set(ctl.skip_ratios().values()) == {0.0}  # before any token
+    _run(model, make(0))
+    assert ctl.skip_ratio() == 0.0 and set(ctl.skip_ratios().values()) == {0.0}
+    assert all(site.seen > 0 and site.skipped == 0 for site in ctl.sites.values())  # counted, all kept
+    calibrate_skipping(model, _calib_batches(kind), 0.0, forward=_fwd)
+    _run(model, make(1))
+    assert ctl.skip_ratio() == 0.0 and set(ctl.skip_ratios().values()) == {0.0}
+    assert not any(math.isnan(r) for r in skip_map(model, make(2))["skip_ratio"].values())
+
+
+def test_overall_skip_ratio_counts_the_tokens_of_idle_sites():
+    """One site skips all its tokens, the other keeps every token at -inf: half the branch tokens."""
+    model = _bert()
+    inputs = _text_inputs(0, mask=True)
+    names = [n for n, _, _ in find_skip_sites(model)]
+    ctl = enable_skipping(model, {names[0]: math.inf, names[1]: -math.inf})
+    with ctl.tokens(inputs["attention_mask"]):
+        _run(model, inputs)
+    real = int(inputs["attention_mask"].sum())
+    assert [ctl.sites[n].seen for n in names] == [real, real]
+    assert ctl.skip_ratios() == {names[0]: 1.0, names[1]: 0.0}
+    assert ctl.skip_ratio() == 0.5
+
+
 # ----------------------------------------------------------------------------- 2. run_on_kept
 
 

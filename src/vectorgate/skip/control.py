@@ -76,6 +76,7 @@ class SkipController:
         self.changes: list[Change] = []
         self.recording = False
         self.token_mask: Tensor | None = None
+        self._mask_count: tuple[Tensor, int] | None = None  # (token_mask, its real tokens), counted once
         state = patch_state(model)
         for name, gate, where in find_skip_sites(model):
             site = SkipSite(name, gate, self)
@@ -116,14 +117,16 @@ class SkipController:
     # -- what happened ------------------------------------------------------------------
 
     def skip_ratios(self) -> dict[str, float]:
-        """Per site, the share of (real) tokens skipped since the last :meth:`reset`."""
+        """Per site, the share of (real) tokens skipped since the last :meth:`reset`; 0.0 where
+        none was (a site at threshold -inf, or no token yet)."""
         return {name: s.skip_ratio for name, s in self.sites.items()}
 
     def skip_ratio(self) -> float:
         """Share of (real) tokens skipped over all sites since the last :meth:`reset`: the share
-        of the skippable branches' FLOPs saved, when every site's branch costs the same."""
+        of the skippable branches' FLOPs saved, when every site's branch costs the same. Sites
+        at threshold -inf count their tokens as kept; 0.0 when nothing was skipped."""
         seen = sum(s.seen for s in self.sites.values())
-        return sum(s.skipped for s in self.sites.values()) / seen if seen else math.nan
+        return sum(s.skipped for s in self.sites.values()) / seen if seen else 0.0
 
     def reset(self) -> None:
         """Clear every site's counts and recordings."""
@@ -148,7 +151,7 @@ class SkipController:
         try:
             yield self
         finally:
-            self.token_mask = previous
+            self.token_mask, self._mask_count = previous, None  # hold no mask past the block
 
     def real_tokens(self, shape: Any) -> Tensor | None:
         """The token mask (None: count every token).
@@ -161,6 +164,20 @@ class SkipController:
             raise ValueError(f"the token mask has shape {tuple(m.shape)} but this site scores tokens of shape "
                              f"{tuple(shape)}; pass a mask with one entry per token the branch sees")
         return m
+
+    def count_tokens(self, shape: Any) -> int:
+        """How many (real) tokens a branch input of token shape ``shape`` holds: all of them,
+        or the token mask's count (computed once per mask: one device sync, not one a site).
+
+        Raises:
+            ValueError: the mask's shape is not ``shape``.
+        """
+        mask = self.real_tokens(shape)
+        if mask is None:
+            return math.prod(shape)
+        if self._mask_count is None or self._mask_count[0] is not mask:
+            self._mask_count = (mask, int(mask.sum()))
+        return self._mask_count[1]
 
     def __repr__(self) -> str:
         return f"SkipController({len(self.sites)} sites, skip ratio {self.skip_ratio():.3f})"

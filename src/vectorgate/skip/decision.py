@@ -20,6 +20,8 @@ class _Controller(Protocol):
 
     def real_tokens(self, shape: Any) -> Tensor | None: ...
 
+    def count_tokens(self, shape: Any) -> int: ...
+
 
 class SkipSite:
     """The skip decision of one gated branch (e.g. ``bert.encoder.layer.3.mlp``).
@@ -33,8 +35,9 @@ class SkipSite:
         name: ``<layer name>.<site>`` (or the module name of a :class:`~vectorgate.GatedResidual`).
         gate: the gate whose score decides.
         threshold: skip below this score.
-        seen, skipped: token counts since the last ``reset_counts`` (real tokens only when
-            the controller has a token mask).
+        seen, skipped: token counts since the last ``reset`` (real tokens only when the
+            controller has a token mask). An idle site (threshold -inf) counts the tokens it
+            sees too, all kept.
     """
 
     def __init__(self, name: str, gate: ResidualGate, controller: _Controller) -> None:
@@ -51,8 +54,9 @@ class SkipSite:
 
     @property
     def skip_ratio(self) -> float:
-        """Share of tokens skipped since the counts were reset (nan before any token)."""
-        return self.skipped / self.seen if self.seen else math.nan
+        """Share of tokens skipped since the counts were reset; 0.0 when none was (before
+        any token too)."""
+        return self.skipped / self.seen if self.seen else 0.0
 
     def decide(self, x: Tensor) -> tuple[Tensor | None, Tensor | None]:
         """``(z, keep)`` for the residual input x ``(..., d)``.
@@ -63,6 +67,7 @@ class SkipSite:
         token is kept.
         """
         if self.threshold == -math.inf and not self.controller.recording:
+            self.seen += self.controller.count_tokens(x.shape[:-1])  # every one kept
             return None, None
         z = self.gate.pre_activation(x)
         score = self.gate.skip_score(z)

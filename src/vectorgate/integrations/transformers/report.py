@@ -88,6 +88,7 @@ def write_report(
     rec = GateRecorder(model)
     batches: list[dict[str, Tensor]] = []  # kept for calibrating skipping only
     was_training = model.training
+    counts = _skip_counts(model)  # the report's own passes do not count in the caller's skip ratios
     model.eval()
     try:
         with rec, torch.no_grad():
@@ -114,6 +115,7 @@ def write_report(
             model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
     finally:
         model.train(was_training)
+        _skip_counts(model, restore=counts)
     tokens = tokenizer.convert_ids_to_tokens(enc["input_ids"][0].tolist())
     if skip_ratio is None:
         (out / "summary.txt").write_text(rec.summary() + "\n")
@@ -146,6 +148,19 @@ def write_report(
         ))
         save_figure(fig, out / "skip_ratios.png")
     return rec
+
+
+def _skip_counts(model: nn.Module, restore: dict[str, tuple[int, int]] | None = None) -> dict[str, tuple[int, int]] | None:
+    """The (seen, skipped) token counts of each skip site when skipping is enabled (else
+    None); with ``restore``, put those counts back first."""
+    from vectorgate.skip.control import skip_controller
+
+    controller = skip_controller(model)
+    if controller is None:
+        return None
+    for name, (seen, skipped) in (restore or {}).items():
+        controller.sites[name].seen, controller.sites[name].skipped = seen, skipped
+    return {name: (site.seen, site.skipped) for name, site in controller.sites.items()}
 
 
 def _finite(value: float) -> float | None:
