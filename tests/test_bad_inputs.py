@@ -404,19 +404,19 @@ def test_patch_on_an_unsupported_model_names_the_families():
 @pytest.mark.parametrize(
     ("model", "message"),
     [
-        ("bert-base-uncased", r"vectorgate.patch expected a torch nn.Module \(the model itself\), got the str "
+        ("bert-base-uncased", r" expected a torch nn.Module \(the model itself\), got the str "
                               r"'bert-base-uncased'; load the model first, e.g. model = AutoModel.from_pretrained"),
-        (None, r"vectorgate.patch expected a torch nn.Module \(the model itself\), got NoneType"),
-        ({"weight": torch.zeros(2)}, r"expected a torch nn.Module .*got dict"),
+        (None, r" expected a torch nn.Module \(the model itself\), got NoneType"),
+        ({"weight": torch.zeros(2)}, r" expected a torch nn.Module .*got dict"),
     ],
     ids=["model-name", "none", "state-dict"],
 )
 def test_patch_of_something_that_is_not_a_model(model, message):
     from vectorgate.patching import make_gate_adapter, patch
 
-    with pytest.raises(TypeError, match=message):
+    with pytest.raises(TypeError, match="^vectorgate.patch" + message):
         patch(model)
-    with pytest.raises(TypeError, match=message):
+    with pytest.raises(TypeError, match="^make_gate_adapter" + message):
         make_gate_adapter(model)
 
 

@@ -9,6 +9,7 @@ transformers = pytest.importorskip("transformers")
 
 from vectorgate import VectorGate, load_gates, save_gates  # noqa: E402
 from vectorgate.patching import (  # noqa: E402
+    gate_parameter_names,
     gates,
     make_gate_adapter,
     mark_only_gates_trainable,
@@ -151,3 +152,79 @@ def test_make_gate_adapter_errors():
 def _patched_classifier_unpatched():
     torch.manual_seed(0)
     return transformers.BertForSequenceClassification(CONFIG)
+
+
+# --------------------------------------------------------------------------- default heads
+
+TINY_DECODER = {"num_hidden_layers": 2, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4,
+                "num_key_value_heads": 2, "vocab_size": 128}
+TINY_GPT2 = {"n_layer": 2, "n_embd": 32, "n_head": 4, "vocab_size": 128}
+
+
+def _build(cls: str, config: str, kwargs: dict, **extra):
+    torch.manual_seed(0)
+    return getattr(transformers, cls)(getattr(transformers, config)(**kwargs, **extra))
+
+
+HEADS = [  # model class, config class, config kwargs, the task head kept by default
+    ("LlamaForCausalLM", "LlamaConfig", TINY_DECODER, ()),
+    ("LlamaForCausalLM", "LlamaConfig", {**TINY_DECODER, "tie_word_embeddings": True}, ()),
+    ("GPT2LMHeadModel", "GPT2Config", TINY_GPT2, ()),  # lm_head tied to the input embeddings
+    ("LlamaForSequenceClassification", "LlamaConfig", {**TINY_DECODER, "pad_token_id": 0}, ("score",)),
+    ("GPT2ForTokenClassification", "GPT2Config", TINY_GPT2, ("classifier",)),
+    ("BertForQuestionAnswering", "BertConfig", CONFIG.to_dict(), ("qa_outputs",)),
+    ("DistilBertForSequenceClassification", "DistilBertConfig",
+     {"n_layers": 2, "dim": 32, "hidden_dim": 64, "n_heads": 4, "vocab_size": 128}, ("pre_classifier", "classifier")),
+    ("BertModel", "BertConfig", CONFIG.to_dict(), ()),
+]
+
+
+@pytest.mark.parametrize(("cls", "config", "kwargs", "heads"), HEADS, ids=[f"{h[0]}-{i}" for i, h in enumerate(HEADS)])
+def test_make_gate_adapter_defaults_to_the_heads_the_model_has(cls, config, kwargs, heads, caplog):
+    model = _build(cls, config, kwargs)
+    with caplog.at_level("INFO", logger="vectorgate.patching.training"):
+        make_gate_adapter(model, rank=4)
+    assert patch_state(model).modules_to_save == heads
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    gate_params = gate_parameter_names(model)
+    assert trainable == {n for n, _ in model.named_parameters() if n in gate_params or n.split(".")[0] in heads}
+    assert f"trains its gates and {f'the task head(s) {list(heads)}' if heads else 'no other module'}" in caplog.text
+
+
+def test_a_causal_lm_adapter_saves_and_loads_its_gates_alone(tmp_path):
+    model = make_gate_adapter(_build("LlamaForCausalLM", "LlamaConfig", TINY_DECODER), rank=4)
+    with torch.no_grad():
+        for _, g in gates(model):
+            g.curvature.mul_(0.5)
+    save_gates(model, tmp_path)
+    fresh = load_gates(_build("LlamaForCausalLM", "LlamaConfig", TINY_DECODER), tmp_path)
+    ids = torch.randint(0, 128, (2, 5))
+    with torch.no_grad():
+        assert torch.equal(fresh(ids).logits, model(ids).logits)
+
+
+def test_an_explicit_head_that_is_not_there_names_what_is_and_leaves_the_model_alone():
+    model = _build("GPT2LMHeadModel", "GPT2Config", TINY_GPT2)
+    with pytest.raises(ValueError, match=r"no module named \['classifier'\] .*its modules with parameters: "
+                                         r"\['transformer'\], task heads found: \[\]"):
+        make_gate_adapter(model, modules_to_save=("classifier",))
+    assert patch_state(model) is None and all(p.requires_grad for p in model.parameters())
+    # the tied lm_head holds no parameter of its own, so it cannot be saved on its own either
+    with pytest.raises(ValueError, match=r"no module named \['lm_head'\]"):
+        make_gate_adapter(model, modules_to_save="lm_head")
+
+
+def test_mark_only_gates_trainable_defaults_to_the_task_heads_without_a_warning():
+    import warnings
+
+    causal = patch(_build("LlamaForCausalLM", "LlamaConfig", TINY_DECODER))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        n = mark_only_gates_trainable(causal)
+    assert n == sum(p.numel() for _, g in gates(causal) for p in g.parameters())
+    classifier = _patched_classifier()
+    mark_only_gates_trainable(classifier)
+    assert classifier.classifier.weight.requires_grad and not classifier.bert.pooler.dense.weight.requires_grad
+    with pytest.warns(UserWarning, match=r"named \['score'\]; those stay frozen \(its modules with parameters: "
+                                         r"\['bert', 'classifier'\]\)"):
+        mark_only_gates_trainable(classifier, extra=("score",))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -11,8 +12,27 @@ from torch import nn
 from vectorgate.discovery import gate_parameter_names, gates
 from vectorgate.patching.config import GateConfig
 from vectorgate.patching.core import is_patched, patch, patch_state
+from vectorgate.patching.families import check_model
 
-__all__ = ["make_gate_adapter", "mark_only_gates_trainable", "matches_module", "param_groups", "reset_gates"]
+__all__ = [
+    "TASK_HEAD_NAMES",
+    "make_gate_adapter",
+    "mark_only_gates_trainable",
+    "matches_module",
+    "param_groups",
+    "reset_gates",
+    "task_heads",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Names of the task heads a gate adapter trains by default: modules that a task adds on
+#: top of a pretrained backbone and that start untrained (PEFT's task types keep the same):
+#: ``classifier`` (sequence and token classification: BERT-likes, DistilBERT, ViT),
+#: ``pre_classifier`` (DistilBERT), ``score`` (sequence and token classification of GPT-2,
+#: Llama, Qwen2, Mistral), ``qa_outputs`` (question answering), ``head`` (timm's classifier).
+#: A language-model head (``lm_head``) is pretrained and never a default.
+TASK_HEAD_NAMES: tuple[str, ...] = ("pre_classifier", "classifier", "score", "qa_outputs", "head")
 
 
 def reset_gates(model: nn.Module) -> int:
@@ -44,7 +64,34 @@ def matches_module(param_name: str, module_name: str) -> bool:
     return any(parts[i : i + len(target)] == target for i in range(len(parts) - len(target)))
 
 
-def mark_only_gates_trainable(model: nn.Module, extra: Sequence[str] = ("classifier",)) -> int:
+def task_heads(model: nn.Module) -> tuple[str, ...]:
+    """The task heads ``model`` has (names from :data:`TASK_HEAD_NAMES`, in that order):
+    modules with parameters whose name is one of them, e.g. ``("classifier",)`` for a
+    ``BertForSequenceClassification``, ``("score",)`` for a ``LlamaForSequenceClassification``,
+    ``()`` for a ``LlamaForCausalLM`` or a ``GPT2LMHeadModel``. A module that shares a
+    parameter with the input embeddings (a tied output layer) is not a task head."""
+    embed = getattr(model, "get_input_embeddings", None)
+    try:
+        embeddings = embed() if callable(embed) else None
+    except (NotImplementedError, AttributeError):
+        embeddings = None
+    tied = {id(p) for p in embeddings.parameters()} if isinstance(embeddings, nn.Module) else set()
+    found = set()
+    for name, module in model.named_modules():
+        last = name.rsplit(".", 1)[-1]
+        params = list(module.parameters())
+        if last in TASK_HEAD_NAMES and params and not any(id(p) in tied for p in params):
+            found.add(last)
+    return tuple(n for n in TASK_HEAD_NAMES if n in found)
+
+
+def _top_modules(model: nn.Module) -> list[str]:
+    """The model's direct children that own parameters (as ``named_parameters`` names them:
+    a tied output layer owns none), for error messages."""
+    return list(dict.fromkeys(name.split(".")[0] for name, _ in model.named_parameters()))
+
+
+def mark_only_gates_trainable(model: nn.Module, extra: Sequence[str] | None = None) -> int:
     """Freeze everything but the gates (and the modules named in ``extra``), PEFT-style.
 
     Args:
@@ -52,6 +99,8 @@ def mark_only_gates_trainable(model: nn.Module, extra: Sequence[str] = ("classif
         extra: module names to keep trainable too, matched against path components of
             parameter names (``"classifier"`` matches ``classifier.weight`` and
             ``model.classifier.dense.bias``). A name that matches nothing gets a warning.
+            None (default): the model's task heads (:func:`task_heads`: a classifier or
+            ``score`` head, none for a causal LM).
 
     Returns:
         The number of trainable parameters left.
@@ -59,11 +108,13 @@ def mark_only_gates_trainable(model: nn.Module, extra: Sequence[str] = ("classif
     Raises:
         ValueError: the model holds no gate.
     """
-    if isinstance(extra, str):
-        extra = (extra,)
     gate_params = gate_parameter_names(model)
     if not gate_params:
         raise ValueError(f"{type(model).__name__} holds no vectorgate gate: call vectorgate.patch(model) first")
+    if extra is None:
+        extra = task_heads(model)
+    elif isinstance(extra, str):
+        extra = (extra,)
     used = dict.fromkeys(extra, False)
     trainable = 0
     for name, p in model.named_parameters():
@@ -77,7 +128,7 @@ def mark_only_gates_trainable(model: nn.Module, extra: Sequence[str] = ("classif
     if missing:
         warnings.warn(
             f"mark_only_gates_trainable: no parameter of {type(model).__name__} lies in a module "
-            f"named {missing}; those stay frozen",
+            f"named {missing}; those stay frozen (its modules with parameters: {_top_modules(model)})",
             stacklevel=2,
         )
     return trainable
@@ -88,13 +139,14 @@ def make_gate_adapter(
     config: GateConfig | None = None,
     /,
     *,
-    modules_to_save: Sequence[str] = ("classifier",),
+    modules_to_save: Sequence[str] | None = None,
     **patch_kwargs: Any,
 ) -> nn.Module:
     """Gate-only adaptation in one call: gate ``model`` and freeze everything else.
 
     Patches ``model`` (unless it is patched already), then leaves trainable only the gates
-    and the modules named in ``modules_to_save`` (e.g. a new classifier head), PEFT-style.
+    and the modules named in ``modules_to_save`` (by default the model's task head, e.g. a
+    new classifier; none for a causal LM), PEFT-style.
     :func:`vectorgate.save_gates` then saves exactly what trained (gates + those modules)
     and :func:`vectorgate.load_gates` puts it back onto a fresh base model::
 
@@ -107,7 +159,12 @@ def make_gate_adapter(
     Args:
         model: a supported model (see :func:`patch`), patched or not.
         config: the :class:`GateConfig` to patch with (or give its fields as ``patch_kwargs``).
-        modules_to_save: non-gate modules that train too, matched by name component.
+        modules_to_save: non-gate modules that train too, matched by name component. None
+            (default): the task heads the model has (:func:`task_heads`: ``classifier``,
+            ``score``, ``qa_outputs``, ...; none for ``LlamaForCausalLM`` or
+            ``GPT2LMHeadModel``, whose language-model head is pretrained). What was chosen is
+            logged (``logging``, logger ``vectorgate.patching.training``) and recorded in
+            ``vectorgate.gate_config(model).modules_to_save``.
         **patch_kwargs: passed to :func:`patch` (``sites``, ``layers``, ``rank``, ...);
             only when the model is not patched yet.
 
@@ -116,7 +173,8 @@ def make_gate_adapter(
 
     Raises:
         ValueError: ``patch_kwargs`` given for an already patched model, or a name in
-            ``modules_to_save`` that matches no parameter.
+            ``modules_to_save`` that matches no parameter (the message lists the model's
+            modules).
     """
     if isinstance(modules_to_save, str):
         modules_to_save = (modules_to_save,)
@@ -126,11 +184,25 @@ def make_gate_adapter(
             raise ValueError(f"{type(model).__name__} is already patched; patch options {given} "
                              "would be ignored. Pass them only for an unpatched model.")
     else:
-        patch(model, config, **patch_kwargs)
+        check_model(model, "make_gate_adapter")
+    # Checked before patching: a bad name leaves the model as it was.
+    if modules_to_save is None:
+        modules_to_save = task_heads(model)
+        logger.info(
+            "make_gate_adapter: %s trains its gates and %s (modules_to_save, chosen from the task heads "
+            "it has; pass modules_to_save=... to choose)", type(model).__name__,
+            f"the task head(s) {list(modules_to_save)}" if modules_to_save else "no other module",
+        )
     names = [n for n, _ in model.named_parameters()]
     missing = [m for m in modules_to_save if not any(matches_module(n, m) for n in names)]
     if missing:
-        raise ValueError(f"modules_to_save: {type(model).__name__} has no module named {missing}")
+        raise ValueError(
+            f"modules_to_save: {type(model).__name__} has no module named {missing} holding a parameter "
+            f"(a tied output layer holds none of its own); its modules with parameters: {_top_modules(model)}, "
+            f"task heads found: {list(task_heads(model))}"
+        )
+    if not is_patched(model):
+        patch(model, config, **patch_kwargs)
     mark_only_gates_trainable(model, extra=tuple(modules_to_save))
     patch_state(model).modules_to_save = tuple(modules_to_save)
     return model
