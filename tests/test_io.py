@@ -238,3 +238,42 @@ def test_a_gate_file_without_the_layer_count_and_model_type_loads_as_before(tmp_
     assert [n for n, _ in gates(load_gates(_llama(2), tmp_path))] == [
         "model.layers.1.residual_gates.attention", "model.layers.1.residual_gates.mlp"]
     assert is_patched(load_gates(_llama(4), tmp_path))  # as 0.4.0 did: nothing to check against
+
+
+# --------------------------------------------------------------------------- from_pretrained_patched's report
+
+
+def _tiny_bert(cls: str = "BertForSequenceClassification"):
+    torch.manual_seed(0)
+    config = transformers.BertConfig(num_hidden_layers=2, hidden_size=32, intermediate_size=64,
+                                     num_attention_heads=4, vocab_size=128)
+    return getattr(transformers, cls)(config).eval()
+
+
+def test_from_pretrained_patched_does_not_report_the_gate_keys_as_unexpected(tmp_path, capfd, caplog):
+    model = patch(_tiny_bert())
+    _train_gates_a_little(model)
+    save_pretrained(model, tmp_path)
+    capfd.readouterr()
+    with caplog.at_level("WARNING"):
+        restored = from_pretrained_patched(transformers.AutoModelForSequenceClassification, tmp_path)
+    printed = capfd.readouterr().err + caplog.text
+    assert "UNEXPECTED" not in printed and "gate" not in printed and "LOAD REPORT" not in printed
+    ids = torch.randint(0, 128, (2, 5))
+    with torch.no_grad():
+        assert torch.equal(restored.eval()(ids).logits, model(ids).logits)
+    # what transformers would tell besides the gates still reaches the user
+    restored, info = from_pretrained_patched(transformers.AutoModelForSequenceClassification, tmp_path,
+                                             output_loading_info=True)
+    assert is_patched(restored) and not info["unexpected_keys"] and not info["missing_keys"]
+
+
+def test_from_pretrained_patched_still_reports_keys_that_are_not_gates(tmp_path, caplog):
+    save_pretrained(patch(_tiny_bert("BertModel")), tmp_path)  # no classifier in the checkpoint
+    with caplog.at_level("WARNING", logger="vectorgate.integrations.transformers.hub"):
+        model, info = from_pretrained_patched(transformers.AutoModelForSequenceClassification, tmp_path,
+                                              output_loading_info=True)
+    assert is_patched(model) and sorted(info["missing_keys"]) == ["classifier.bias", "classifier.weight"]
+    assert not info["unexpected_keys"]  # the checkpoint's gate keys (encoder.layer.0...gate...) are gates
+    assert "missing (newly initialised) ['classifier.bias', 'classifier.weight']" in caplog.text
+    assert "unexpected" not in caplog.text
