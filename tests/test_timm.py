@@ -186,7 +186,8 @@ def test_patched_gates_load_into_a_block_fn_model_and_back(tmp_path):
     with torch.no_grad():
         for _, g in gates(patched):
             g.curvature.uniform_(-1, 1)
-    built = tiny_vit(init_values=0.1, block_fn=gated_block_fn(rank=4)).eval()
+    # patch() caps c for the depth it gates (2 blocks x 2 sites); the blocks are built alike
+    built = tiny_vit(init_values=0.1, block_fn=gated_block_fn(rank=4, depth=4)).eval()
     built.load_state_dict(patched.state_dict())
     x = torch.randn(2, 1, 28, 28)
     torch.testing.assert_close(built(x), patched(x), rtol=0, atol=0)
@@ -254,7 +255,8 @@ def test_patched_gates_load_into_a_fresh_block_fn_model(tmp_path):
     patched = patch(tiny_vit(init_values=0.1), rank=4, init="random", init_curvature=0.3).eval()
     _live(patched)
     save_gates(patched, tmp_path)
-    built = tiny_vit(init_values=0.1, block_fn=gated_block_fn(rank=4)).eval()
+    # patch() caps c for the depth it gates (4 sites); blocks built to match name that depth
+    built = tiny_vit(init_values=0.1, block_fn=gated_block_fn(rank=4, depth=4)).eval()
     built.load_state_dict({k: v for k, v in patched.state_dict().items() if ".gate" not in k}, strict=False)
     assert load_gates(built, tmp_path) is built
     assert patch_state(built) is None  # built gated, not patched: nothing to unpatch
@@ -271,6 +273,9 @@ def test_gates_that_do_not_fit_a_block_fn_model_are_refused(tmp_path):
     before = {k: v.clone() for k, v in built.state_dict().items()}
     with pytest.raises(ValueError, match=r"built with gated layers as .*'attention', 'mlp'.* holds gates for .*\['mlp'\]"):
         load_gates(built, tmp_path / "mlp_only")
+    save_gates(patch(tiny_vit()), tmp_path / "depth_capped")  # blocks built without patch()'s depth cap
+    with pytest.raises(ValueError, match=r"other gate arguments .*'depth': \(4, None\)"):
+        load_gates(built, tmp_path / "depth_capped")
     save_gates(patch(tiny_vit(), max_curvature=2.0), tmp_path / "capped")
     with pytest.raises(ValueError, match=r"other gate arguments .* \{'max_curvature': \(2.0, None\)\}"):
         load_gates(built, tmp_path / "capped")

@@ -240,10 +240,15 @@ class TimmViTFamily(Family):
         return find_outermost(model, lambda m: isinstance(m, GatedBlock) or (id(m) not in claimed and is_timm_block(m)))
 
     def built_in_config(self, layer: nn.Module) -> GateConfig | None:
-        """A :class:`GatedBlock`'s variant and gate arguments, both sites; None for a plain block."""
+        """A :class:`GatedBlock`'s variant and gate arguments, both sites; None for a plain block.
+
+        ``log_gain_budget=None``: a block builds its gates with its own arguments only (no
+        depth cap unless they name ``depth``), and a plain ViT patched with this config
+        gets the same gates."""
         if not isinstance(layer, GatedBlock):
             return None
-        return GateConfig(variant=layer.gate_variant, gate_kwargs=layer.gate_kwargs, sites=self.sites)
+        return GateConfig(variant=layer.gate_variant, gate_kwargs=layer.gate_kwargs, sites=self.sites,
+                          log_gain_budget=None)
 
     def site_dim(self, layer: nn.Module, site: str) -> int:
         return _block_dim(layer)

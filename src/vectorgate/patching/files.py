@@ -43,11 +43,13 @@ import torch
 from torch import nn
 
 from vectorgate._version import __version__
+from vectorgate.depth import DEFAULT_LOG_GAIN_BUDGET
 from vectorgate.discovery import gate_parameter_names, gates
 from vectorgate.patching.config import GateConfig
 from vectorgate.patching.core import patch, patch_state, unpatch
 from vectorgate.patching.families import FAMILIES, Family, check_model, load_integrations
 from vectorgate.patching.training import matches_module
+from vectorgate.variants import DEPTH_AWARE_VARIANTS
 
 __all__ = [
     "CONFIG_NAME",
@@ -435,9 +437,26 @@ def _sets_start_values_only(key: str) -> bool:
     return key.startswith("init") or key == "dtype"
 
 
-def _check_built_in(model: nn.Module, built: _Gated, config: GateConfig, directory: Any) -> None:
+def _gate_kwargs_as_built(config: GateConfig, n_gates: int) -> dict[str, Any]:
+    """The arguments the gates of ``config`` were built with: :func:`patch` adds the depth
+    cap's ``depth`` (its gate count) and ``log_gain_budget`` for depth-aware variants; an
+    explicit ``max_curvature`` replaces that cap (:class:`vectorgate.VectorGate`)."""
+    kwargs = dict(config.gate_kwargs)
+    budget = config.log_gain_budget
+    if budget is not None and config.variant in DEPTH_AWARE_VARIANTS:
+        kwargs.setdefault("depth", n_gates)
+        kwargs.setdefault("log_gain_budget", budget)
+    if kwargs.get("max_curvature") is not None:
+        kwargs.pop("depth", None)
+        kwargs.pop("log_gain_budget", None)
+    elif kwargs.get("depth") is not None:
+        kwargs.setdefault("log_gain_budget", DEFAULT_LOG_GAIN_BUDGET)
+    return kwargs
+
+
+def _check_built_in(model: nn.Module, built: _Gated, saved: GateFile, directory: Any) -> None:
     """Refuse saved gates that the model's built-in gated layers cannot hold as they are."""
-    cls = type(model).__name__
+    cls, config = type(model).__name__, saved.config
     want = (config.family, config.variant, list(config.sites or ()), list(config.layers or ()))
     have = (built.config.family, built.config.variant, list(built.config.sites or ()), list(built.config.layers or ()))
     if want != have:
@@ -450,7 +469,8 @@ def _check_built_in(model: nn.Module, built: _Gated, config: GateConfig, directo
             f"the gates in {directory} read {config.gate_source!r} (gate_source), the gated layers of this "
             f"{cls} read {built.config.gate_source!r}: load them into a plain model, which load_gates patches alike"
         )
-    ours, theirs = built.config.gate_kwargs, config.gate_kwargs
+    ours = _gate_kwargs_as_built(built.config, len(built.dims))
+    theirs = _gate_kwargs_as_built(config, len(saved.dims))
     diff = {k: (theirs.get(k), ours.get(k)) for k in sorted(set(ours) | set(theirs))
             if not _sets_start_values_only(k) and theirs.get(k) != ours.get(k)}
     if diff:
@@ -512,7 +532,7 @@ def load_gates(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
     _check_architecture(model, saved, directory)
     patched_here = state is None and built is None
     if built is not None:
-        _check_built_in(model, built, config, directory)
+        _check_built_in(model, built, saved, directory)
         where = built
     else:
         if patched_here:
