@@ -214,6 +214,22 @@ def test_llama_gates_do_not_load_into_a_qwen2_model_of_the_same_family_and_width
     assert not is_patched(qwen)
 
 
+def test_gates_built_otherwise_do_not_load_into_an_already_patched_model(tmp_path):
+    """Same layers and shapes, other gates: a cap, or another input, is refused, not copied over."""
+    save_gates(patch(_llama(2), max_curvature=2.0), tmp_path / "capped")
+    model = patch(_llama(2))
+    before = {n: g.curvature.clone() for n, g in gates(model)}
+    with pytest.raises(ValueError, match=r"other gate arguments than those this LlamaForCausalLM is patched with: "
+                                         r".*'max_curvature': \(2.0, None\).*vectorgate.unpatch"):
+        load_gates(model, tmp_path / "capped")
+    save_gates(patch(_llama(2), gate_source="normed"), tmp_path / "normed")
+    with pytest.raises(ValueError, match=r"read 'normed' \(gate_source\), the gates this LlamaForCausalLM is patched "
+                                         r"with read 'x'"):
+        load_gates(model, tmp_path / "normed")
+    assert all(torch.equal(g.curvature, before[n]) for n, g in gates(model))
+    assert is_patched(load_gates(_llama(2), tmp_path / "capped"))  # a fresh model is patched as saved
+
+
 def test_gates_still_load_across_heads_of_the_same_architecture_and_depth(tmp_path):
     model = patch(_llama(2), layers=[-1])
     _train_gates_a_little(model)

@@ -454,29 +454,32 @@ def _gate_kwargs_as_built(config: GateConfig, n_gates: int) -> dict[str, Any]:
     return kwargs
 
 
-def _check_built_in(model: nn.Module, built: _Gated, saved: GateFile, directory: Any) -> None:
-    """Refuse saved gates that the model's built-in gated layers cannot hold as they are."""
+def _check_same_gates(model: nn.Module, where: _Gated, saved: GateFile, directory: Any) -> None:
+    """Refuse saved gates that the gates already in ``model`` (patched, or built in) cannot
+    hold as they are: other layers or sites, another input, other gate arguments."""
     cls, config = type(model).__name__, saved.config
+    how = "is built with gated layers" if where.built_in else "is patched"
+    fix = ("load them into a plain model, which load_gates patches as they were" if where.built_in
+           else "call vectorgate.unpatch(model) first, and load_gates patches it as they were")
     want = (config.family, config.variant, list(config.sites or ()), list(config.layers or ()))
-    have = (built.config.family, built.config.variant, list(built.config.sites or ()), list(built.config.layers or ()))
+    have = (where.config.family, where.config.variant, list(where.config.sites or ()), list(where.config.layers or ()))
     if want != have:
         raise ValueError(
-            f"{cls} is built with gated layers as (family, variant, sites, layers) = {have}, but "
-            f"{directory} holds gates for {want}; load them into a plain model (patched as they were)"
+            f"{cls} {how} as (family, variant, sites, layers) = {have}, but {directory} holds gates for {want}; {fix}"
         )
-    if config.gate_source != built.config.gate_source:
+    if config.gate_source != where.config.gate_source:
         raise ValueError(
-            f"the gates in {directory} read {config.gate_source!r} (gate_source), the gated layers of this "
-            f"{cls} read {built.config.gate_source!r}: load them into a plain model, which load_gates patches alike"
+            f"the gates in {directory} read {config.gate_source!r} (gate_source), the gates this {cls} {how} "
+            f"with read {where.config.gate_source!r}; {fix}"
         )
-    ours = _gate_kwargs_as_built(built.config, len(built.dims))
+    ours = _gate_kwargs_as_built(where.config, len(where.dims))
     theirs = _gate_kwargs_as_built(config, len(saved.dims))
     diff = {k: (theirs.get(k), ours.get(k)) for k in sorted(set(ours) | set(theirs))
             if not _sets_start_values_only(k) and theirs.get(k) != ours.get(k)}
     if diff:
         raise ValueError(
-            f"the gates in {directory} were built with other gate arguments than the gated layers of "
-            f"this {cls}: argument -> (saved, model) {diff}"
+            f"the gates in {directory} were built with other gate arguments than those this {cls} {how} with: "
+            f"argument -> (saved, model) {diff}; {fix}"
         )
 
 
@@ -532,7 +535,6 @@ def load_gates(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
     _check_architecture(model, saved, directory)
     patched_here = state is None and built is None
     if built is not None:
-        _check_built_in(model, built, saved, directory)
         where = built
     else:
         if patched_here:
@@ -540,14 +542,7 @@ def load_gates(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
             state = patch_state(model)
         where = _Gated(state.config, tuple(state.layer_names), dict(state.dims))
     try:
-        if not where.built_in:
-            want = (config.family, config.variant, list(config.sites), list(config.layers))
-            have = (state.family, state.variant, list(state.sites), list(state.layers))
-            if want != have:
-                raise ValueError(
-                    f"{type(model).__name__} is patched as (family, variant, sites, layers) = {have}, "
-                    f"but {directory} holds gates for {want}"
-                )
+        _check_same_gates(model, where, saved, directory)
         rename = _rename(saved.layer_names, where.layer_names)
         saved_dims = {rename(k): v for k, v in saved.dims.items()}
         if where.dims != saved_dims:
