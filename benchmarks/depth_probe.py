@@ -1,6 +1,6 @@
 """What happens in the first steps of a deep gated model trained from scratch (issue 21).
 
-A Llama-like character LM built from a transformers config (the model a new user builds),
+A Llama-like (or, with ``--family gpt2``, the comparison harness's GPT-2) character LM built from a transformers config (the model a new user builds),
 patched with ``vectorgate.patch`` and trained with AdamW on the Shakespeare corpus. Every
 step records the loss, the global gradient norm and the compound gain of the residual
 stream (:class:`vectorgate.compound_gain.CompoundGainMonitor`: the product of alpha along
@@ -12,6 +12,8 @@ each gated layer's gradient norm). Arms, all from the same seed, data order and 
 - ``default``: ``patch(model)``, the depth-aware default (c capped at budget / n_sites).
 
     .venv/bin/python benchmarks/depth_probe.py --layers 32 --hidden 64 --lr 3e-3 --steps 40
+    .venv/bin/python benchmarks/depth_probe.py --family gpt2 --layers 16 --hidden 128 --batch 32 \
+        --steps 20 --out docs/results/depth/probe_gpt2_16l.jsonl
 
 Writes one JSON line per arm and step to ``--out`` and a picture next to it.
 """
@@ -35,15 +37,18 @@ ARMS = {"plain": None, "no_budget": {"log_gain_budget": None}, "default": {}}
 
 
 def build(arm: str, args: argparse.Namespace, vocab: int) -> torch.nn.Module:
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(args.seed)
-    config = LlamaConfig(
-        vocab_size=vocab, hidden_size=args.hidden, intermediate_size=4 * args.hidden,
-        num_hidden_layers=args.layers, num_attention_heads=4, num_key_value_heads=4,
-        max_position_embeddings=args.context,
-    )
-    model = LlamaForCausalLM(config)
+    if args.family == "gpt2":  # the char-LM of the comparison harness (charlm_sweep_*)
+        model = GPT2LMHeadModel(GPT2Config(
+            vocab_size=vocab, n_positions=args.context, n_embd=args.hidden, n_layer=args.layers, n_head=4,
+            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
+    else:
+        model = LlamaForCausalLM(LlamaConfig(
+            vocab_size=vocab, hidden_size=args.hidden, intermediate_size=4 * args.hidden,
+            num_hidden_layers=args.layers, num_attention_heads=4, num_key_value_heads=4,
+            max_position_embeddings=args.context))
     if ARMS[arm] is not None:
         with torch.random.fork_rng(devices=[]):
             vectorgate.patch(model, **ARMS[arm])
@@ -88,6 +93,7 @@ def run(arm: str, args: argparse.Namespace, data: torch.Tensor, vocab: int, out)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--family", choices=("llama", "gpt2"), default="llama")
     parser.add_argument("--layers", type=int, default=32)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--lr", type=float, default=3e-3)
@@ -114,8 +120,9 @@ def main() -> None:
             if history:
                 histories[arm] = history
     if histories:
+        name = "Llama-like" if args.family == "llama" else "GPT-2"
         plot_compound_gain(histories, path.with_suffix(".png"),
-                           title=f"{args.layers}-layer Llama-like char-LM, hidden {args.hidden}, AdamW lr {args.lr:g}")
+                           title=f"{args.layers}-layer {name} char-LM, hidden {args.hidden}, AdamW lr {args.lr:g}")
     print(f"wrote {path} and {path.with_suffix('.png')}")
 
 

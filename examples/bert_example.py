@@ -259,7 +259,9 @@ def report(results: dict[str, Any]) -> str:
     g = results["models"]["gated"]["gates"]
     lines.append(
         f"The gates moved: beta = exp(-s) on the test texts spans {g['beta_min']:.3f} to {g['beta_max']:.3f} "
-        f"(1 at init), root-mean-square s {g['rms_s']:.4f} (0 at init); mean |c| {g['mean_abs_c']:.3f} (1 at init)."
+        f"(1 at init), root-mean-square s {g['rms_s']:.4f} (0 at init); mean |c| {g['mean_abs_c']:.3f} "
+        f"({g['init_abs_c']:.3g} at init). Compound gain along the residual stream (the product of alpha "
+        f"over the gated sites): {g['compound_gain_min']:.3g} to {g['compound_gain_max']:.3g}."
     )
     return "\n".join(lines)
 
@@ -291,14 +293,18 @@ def verdict(plain_correct: torch.Tensor, gated_correct: torch.Tensor) -> dict[st
 @torch.no_grad()
 def gate_movement(model: nn.Module, data: Batches, idx: torch.Tensor, batch_size: int) -> dict[str, float]:
     """How far the trained gates are from the identity on real text: range of beta, mean |s|, mean |c|."""
+    from vectorgate.compound_gain import CompoundGainMonitor
     from vectorgate.recorder import GateRecorder
 
     model.eval()
-    recorder = GateRecorder(model)
+    recorder, monitor = GateRecorder(model), CompoundGainMonitor(model)
+    gain_lo, gain_hi = 1.0, 1.0  # the product of alpha along the residual stream, over all test texts
     for start in range(0, len(idx), batch_size):
         batch = data.get(idx[start : start + batch_size])
-        with recorder, recorder.masked(batch["attention_mask"]):
+        with recorder, monitor, recorder.masked(batch["attention_mask"]):
             model(**{k: v for k, v in batch.items() if k != "labels"})
+        gain = monitor.report(grads=False)
+        gain_lo, gain_hi = min(gain_lo, gain.min_gain), max(gain_hi, gain.max_gain)
     overall = [st.overall() for st in recorder.stats().values()]
     cs = torch.cat([g.effective_curvature().detach().abs().flatten() for _, g in gates(model)])
     return {
@@ -306,6 +312,9 @@ def gate_movement(model: nn.Module, data: Batches, idx: torch.Tensor, batch_size
         "beta_max": math.exp(-min(o["min_s"] for o in overall)),
         "rms_s": math.sqrt(sum(o["std_s"] ** 2 + o["mean_s"] ** 2 for o in overall) / len(overall)),
         "mean_abs_c": float(cs.mean()),
+        "init_abs_c": float(next(iter(gates(model)))[1].init_curvature),
+        "compound_gain_min": gain_lo,
+        "compound_gain_max": gain_hi,
     }
 
 

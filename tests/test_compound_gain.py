@@ -11,7 +11,12 @@ from torch import nn
 
 import vectorgate
 from vectorgate import GatedResidual, VectorGate
-from vectorgate.compound_gain import CompoundGainMonitor, CompoundGainReport, SiteGain, compound_gain
+from vectorgate.compound_gain import (
+    CompoundGainMonitor,
+    CompoundGainReport,
+    SiteGain,
+    compound_gain,
+)
 
 D = 8
 
@@ -116,7 +121,7 @@ def test_out_of_budget_and_scalars():
 
 
 def test_bad_arguments_are_named():
-    with pytest.raises(TypeError, match="torch.nn.Module"):
+    with pytest.raises(TypeError, match=r"torch\.nn\.Module"):
         CompoundGainMonitor("model")
     with pytest.raises(ValueError, match="contains no VectorGate"):
         CompoundGainMonitor(nn.Linear(2, 2))

@@ -104,7 +104,7 @@ def test_a_preset_gives_a_gate_config_for_patch():
     config = PRESETS["from_scratch"].config(sites="mlp", init_curvature=0.25)
     assert config == GateConfig(sites=("mlp",), init="random", init_curvature=0.25)
     model = patch(_bert_classifier(), config)
-    assert all(torch.equal(g.curvature, torch.full_like(g.curvature, 0.25)) for _, g in gates(model))
+    assert all(torch.allclose(g.effective_curvature().detach(), torch.full_like(g.curvature, 0.25)) for _, g in gates(model))
     assert "presets" in vectorgate.__all__
 
 
@@ -150,8 +150,8 @@ def test_a_file_with_an_unknown_field_is_a_clear_error(tmp_path):
 
 
 def test_a_file_written_by_vectorgate_0_2_still_loads(tmp_path):
-    """Format 1 as 0.2 wrote it: flat keys, a fixed gates.safetensors, no hash."""
-    model = _moved(patch(_bert_classifier(), sites=["attention"], rank=4))
+    """Format 1 as 0.2 wrote it: flat keys, a fixed gates.safetensors, no hash (and no depth cap)."""
+    model = _moved(patch(_bert_classifier(), sites=["attention"], rank=4, log_gain_budget=None))
     save_gates(model, tmp_path)
     new = json.loads((tmp_path / CONFIG_NAME).read_text())
     weights_path(tmp_path).rename(tmp_path / "gates.safetensors")

@@ -110,11 +110,14 @@ def test_cli_inspect_end_to_end(gated_minilm, minilm_tokenizer, tmp_path, capsys
     assert code == 0
     printed = capsys.readouterr().out
     assert "3 sentence(s)" in printed and "0.attention.output" in printed and "5.output" in printed
-    for png in ("curvature.png", "s_distribution.png", "token_beta.png"):
+    for png in ("curvature.png", "s_distribution.png", "token_beta.png", "compound_gain.png"):
         data = (out / png).read_bytes()
         assert data[:4] == b"\x89PNG" and len(data) > 10_000
     report = json.loads((out / "gate_stats.json").read_text())
     assert len(report["gates"]) == 12
+    # The compound gain along the stream, one site per gate, in the summary and the JSON.
+    assert len(report["compound_gain"]["sites"]) == 12 and report["compound_gain"]["within_budget"]
+    assert "Compound gain on the token-level text: 12 gated sites" in (out / "summary.txt").read_text()
     texts = [SENTENCES[0], "An instant classic.", "I walked out after an hour."]
     n_tokens = sum(len(ids) for ids in minilm_tokenizer(texts)["input_ids"])
     assert all(g["tokens"] == n_tokens and g["calls"] == 2 for g in report["gates"])
@@ -123,7 +126,7 @@ def test_cli_inspect_end_to_end(gated_minilm, minilm_tokenizer, tmp_path, capsys
     assert report["gates"][0]["name"] == first_name
     torch.testing.assert_close(
         torch.tensor(report["gates"][0]["per_dim"]["curvature"], dtype=torch.float32),
-        first_gate.curvature.detach(),
+        first_gate.effective_curvature().detach(),
     )
     assert (out / "summary.txt").read_text().splitlines()[0].startswith("gate")
 

@@ -228,7 +228,7 @@ def test_write_report_shows_skipping(tiny_bert, minilm_tokenizer, tmp_path):
         assert torch.equal(tiny_bert(**ids).last_hidden_state, before)
 
     assert sorted(p.name for p in plain.iterdir()) == [
-        "curvature.png", "gate_stats.json", "s_distribution.png", "summary.txt", "token_beta.png"]
+        "compound_gain.png", "curvature.png", "gate_stats.json", "s_distribution.png", "summary.txt", "token_beta.png"]
     for png in ("skip_map.png", "skip_ratios.png"):
         data = (skipping / png).read_bytes()
         assert data[:8] == PNG_MAGIC and len(data) > 5_000
@@ -340,7 +340,7 @@ def test_cli_inspect_skip_ratio_end_to_end(minilm_classifier, tmp_path, capsys):
     from vectorgate.cli import main
     from vectorgate.patching import save_gates
 
-    vectorgate.patch(minilm_classifier, init="random", init_curvature=1.0)
+    vectorgate.patch(minilm_classifier, init="random", init_curvature=0.5)
     gates_dir = save_gates(minilm_classifier, tmp_path / "gates")
     out = tmp_path / "report"
     code = main(["inspect", "--base", "minilm", "--gates", str(gates_dir), "--output-dir", str(out),

@@ -83,15 +83,17 @@ def test_init_weights_after_patch_keeps_identity_and_reset_gates_restores_gate_i
     patch(model)
     model.init_weights()
     # transformers re-draws every Linear it finds, but the gates mark theirs as initialised:
-    # g's output stays zero, c = 1, and the model is still the identity it was.
-    assert all(not g.proj.weight.any() and torch.equal(g.curvature, torch.ones_like(g.curvature))
+    # g's output stays zero, c keeps its init, and the model is still the identity it was.
+    init_c = {name: g.curvature.detach().clone() for name, g in gates(model)}
+    assert all(not g.proj.weight.any() for _, g in gates(model))
+    assert all(torch.allclose(g.effective_curvature().detach(), torch.full_like(g.curvature, g.init_curvature))
                for _, g in gates(model))
     with torch.no_grad():  # training moved the gates; reset_gates puts back their own init
         for _, g in gates(model):
             g.proj.weight.normal_()
             g.curvature.fill_(3.0)
     assert reset_gates(model) == 4
-    assert all(not g.proj.weight.any() and g.curvature.eq(1).all() for _, g in gates(model))
+    assert all(not g.proj.weight.any() and torch.equal(g.curvature, init_c[name]) for name, g in gates(model))
 
 
 def test_subclass_built_with_gates_needs_reset_gates_after_from_pretrained(minilm_path, minilm_batch):

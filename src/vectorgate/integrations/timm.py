@@ -167,11 +167,16 @@ class GatedBlock(Block):
 def gated_block_fn(variant: str = "vectorgate", **gate_kwargs: Any) -> Callable[..., GatedBlock]:
     """A ``block_fn`` for ``VisionTransformer`` that builds :class:`GatedBlock` with these gates.
 
+    A block does not know how many blocks the model has: pass ``depth=2 * n_blocks`` (two
+    gated sites a block) for the depth-aware curvature cap that :func:`vectorgate.patch`
+    applies by itself (:mod:`vectorgate.depth`); without it the gates are uncapped, as
+    ``VectorGate(dim)`` is.
+
     Example::
 
         vit = VisionTransformer(img_size=28, patch_size=7, in_chans=1, num_classes=10,
                                 embed_dim=64, depth=4, num_heads=4,
-                                block_fn=gated_block_fn(rank=16))
+                                block_fn=gated_block_fn(rank=16, depth=2 * 4))
     """
     return functools.partial(GatedBlock, variant=variant, gate_kwargs=gate_kwargs)
 

@@ -7,9 +7,9 @@ a ``patch()`` target or an example can swap them with a string:
 name                   y                                                params        identity at init
 =====================  ===============================================  ============  =================
 ``plain``              ``x + f``                                        0             plain residual
-``vectorgate``         ``exp(s) x + exp(-s) f``, ``s = c tanh(W x+b)``  d^2 + 2d      yes [3]_   
-``vectorgate_scalar``  same, one shared c (xLSTM-style bound)           d^2 + d + 1   yes [3]_   
-``vectorgate_lowrank`` same, ``W = up @ down`` of rank r (default 16)   2dr + 2d      yes [3]_   
+``vectorgate``         ``exp(s) x + exp(-s) f``, ``s = c tanh(W x+b)``  d^2 + 2d      yes [3]_
+``vectorgate_scalar``  same, one shared c (xLSTM-style bound)           d^2 + d + 1   yes [3]_
+``vectorgate_lowrank`` same, ``W = up @ down`` of rank r (default 16)   2dr + 2d      yes [3]_
 ``highway``            ``T f + (1 - T) x``, ``T = sigmoid(W x + b)``    d^2 + d       no
 ``rezero``             ``x + a f``, scalar a = 0                        1             no (y = x)
 ``layerscale``         ``x + gamma * f``, gamma = 0.1                   d             no

@@ -18,6 +18,8 @@ from torch import Tensor, nn
 
 from vectorgate import plotting
 from vectorgate._figures import save_figure
+from vectorgate.compound_gain import CompoundGainMonitor
+from vectorgate.compound_gain_plot import plot_compound_gain
 from vectorgate.recorder import GateRecorder
 
 __all__ = ["write_report"]
@@ -38,8 +40,11 @@ def write_report(
     """Run ``texts`` through a gated Hugging Face model; write the summary, JSON and plots.
 
     Writes into ``output_dir``: ``summary.txt``, ``gate_stats.json``, ``curvature.png``
-    (|c|, gates x dimensions), ``s_distribution.png`` (s per gate) and ``token_beta.png``
-    (mean beta per token and gate, for ``token_text`` or the first text).
+    (|c|, gates x dimensions), ``s_distribution.png`` (s per gate), ``token_beta.png``
+    (mean beta per token and gate, for ``token_text`` or the first text) and
+    ``compound_gain.png`` (the product of alpha along the residual stream, site by site, for
+    that text: :mod:`vectorgate.compound_gain`; also in the summary and under the
+    ``"compound_gain"`` key of ``gate_stats.json``).
 
     With ``skip_ratio``, it also shows which tokens token skipping would drop
     (:mod:`vectorgate.skip`): skipping is turned on if it is not, each site's threshold is
@@ -111,27 +116,30 @@ def write_report(
         enc = tokenizer([sentence], truncation=True, max_length=max_length, return_tensors="pt").to(device)
         # Its own recorder, so that the token-level sentence is not counted in the statistics.
         tok_rec = GateRecorder(model)
-        with tok_rec, torch.no_grad(), tok_rec.capture_tokens():
+        gain_monitor = CompoundGainMonitor(model)
+        with tok_rec, gain_monitor, torch.no_grad(), tok_rec.capture_tokens():
             model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+        gain = gain_monitor.report(grads=False)
     finally:
         model.train(was_training)
         _skip_counts(model, restore=counts)
     tokens = tokenizer.convert_ids_to_tokens(enc["input_ids"][0].tolist())
-    if skip_ratio is None:
-        (out / "summary.txt").write_text(rec.summary() + "\n")
-        rec.to_json(out / "gate_stats.json")
-    else:
+    summary = rec.summary() + f"\n\nCompound gain on the token-level text: {gain.summary()}\n"
+    data = rec.to_dict()
+    data["compound_gain"] = gain.to_dict()
+    if skip_ratio is not None:
         one = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
         skipping, result = _skipping_report(model, batches, one, skip_ratio)
         skipping["token_text"] = {"text": sentence, "tokens": tokens, **skipping["token_text"]}
-        (out / "summary.txt").write_text(rec.summary() + "\n\n" + _skipping_summary(skipping) + "\n")
-        data = rec.to_dict()
+        summary += "\n" + _skipping_summary(skipping) + "\n"
         data["skipping"] = skipping
-        (out / "gate_stats.json").write_text(json.dumps(data, indent=1))
+    (out / "summary.txt").write_text(summary)
+    (out / "gate_stats.json").write_text(json.dumps(data, indent=1))
     stats = rec.stats()
     plotting.plot_curvature(stats, out / "curvature.png")
     plotting.plot_s_distribution(stats, out / "s_distribution.png")
     plotting.plot_token_beta(tok_rec.token_values(), tokens, out / "token_beta.png", text=sentence)
+    plot_compound_gain([(0, gain)], out / "compound_gain.png", title="Compound gain of the gates on the token-level text")
     if skip_ratio is not None:
         from vectorgate.skip.plot import plot_skip_map, plot_skip_ratios
 
