@@ -72,9 +72,9 @@ def run(arm: str, args: argparse.Namespace, data: torch.Tensor, vocab: int, out)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = float(torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None]))
-        row = {"arm": arm, "step": step, "loss": float(loss), "grad_norm": grad_norm,
+        row = {"arm": arm, "step": step, "loss": loss.item(), "grad_norm": grad_norm,
                # mean(h^2) of the stream entering the final norm: what overflowed in the run
-               "final_stream_ms": float(out_.hidden_states[-2].float().pow(2).mean()) if args.layers else None}
+               "final_stream_ms": out_.hidden_states[-2].detach().float().pow(2).mean().item() if args.layers else None}
         if monitor is not None:
             report = monitor.report()
             monitor.stop()
