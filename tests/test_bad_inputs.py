@@ -117,11 +117,61 @@ def test_numpy_input_to_the_gate():
         _gate()(torch.randn(2, D).numpy())
 
 
-def test_input_dtype_other_than_the_gate_outside_autocast():
-    # Outside autocast the projection needs x in the gate's dtype; torch names both dtypes.
-    gate = _gate(dtype=torch.bfloat16)
-    with pytest.raises(RuntimeError, match=r"(?i)dtype.*(Float|BFloat16)"):
-        gate(torch.randn(2, D))
+@pytest.mark.parametrize(("x_dtype", "gate_dtype"), [(torch.float32, torch.bfloat16), (torch.float64, torch.float32),
+                                                   (torch.float16, torch.bfloat16)])
+def test_an_input_wider_than_the_gate_outside_autocast_is_named(x_dtype, gate_dtype):
+    # Casting x down would round it silently: the error names both dtypes and the ways out.
+    gate = _gate(dtype=gate_dtype)
+    with pytest.raises(TypeError, match=rf"x has dtype {x_dtype} but the gate's parameters are {gate_dtype}.*gate\.to"):
+        gate(torch.randn(2, D).to(x_dtype))
+
+
+@pytest.mark.parametrize("x_dtype", [torch.bfloat16, torch.float16])
+def test_a_half_input_to_a_float32_gate_is_computed_in_float32_and_keeps_its_dtype(x_dtype):
+    gate = _gate()
+    with torch.no_grad():
+        gate.proj.weight.normal_()
+    x, f_x = torch.randn(2, D).to(x_dtype), torch.randn(2, D).to(x_dtype)
+    alpha, _, s = gate(x)
+    assert alpha.dtype == x_dtype and s.dtype == x_dtype
+    torch.testing.assert_close(s.float(), gate(x.float()).s, atol=1e-2, rtol=1e-2)
+    assert gate.residual(x, f_x).dtype == x_dtype
+
+
+def test_a_bf16_model_patched_with_float32_gates_runs_them_in_float32():
+    transformers = pytest.importorskip("transformers")
+    from vectorgate import gates, patch
+
+    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=4)
+    model = transformers.LlamaForCausalLM(cfg).to(torch.bfloat16)
+    ids = torch.randint(0, 64, (2, 8))
+    before = model(ids).logits
+    patch(model, dtype=torch.float32)
+    assert {p.dtype for _, g in gates(model) for p in g.parameters()} == {torch.float32}
+    after = model(ids).logits
+    assert after.dtype == torch.bfloat16 and torch.equal(after, before)  # identity at init, in bf16
+    model(ids, labels=ids).loss.backward()
+    assert all(g.proj.weight.grad.dtype == torch.float32 and g.proj.weight.grad.any() for _, g in gates(model))
+
+
+def test_patch_builds_the_gates_in_the_dtype_it_is_asked_for():
+    transformers = pytest.importorskip("transformers")
+    from vectorgate import gate_config, gates, patch
+
+    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=4)
+    model = patch(transformers.LlamaForCausalLM(cfg), dtype=torch.bfloat16)
+    assert {p.dtype for _, g in gates(model) for p in g.parameters()} == {torch.bfloat16}
+    assert gate_config(model).gate_kwargs["dtype"] == torch.bfloat16
+    plain = patch(transformers.LlamaForCausalLM(cfg).to(torch.bfloat16))  # no dtype: the layer's
+    assert {p.dtype for _, g in gates(plain) for p in g.parameters()} == {torch.bfloat16}
+
+
+@pytest.mark.parametrize("rank", [32, 64])
+def test_a_rank_at_or_above_the_width_is_not_low(rank):
+    with pytest.raises(ValueError, match=rf"rank={rank} is not a low rank for dim=32.*rank < dim"):
+        VectorGate(32, rank=rank)
 
 
 def test_mixed_half_and_float_inputs_promote_like_pytorch():

@@ -18,7 +18,7 @@ EXPECTED_PARAMS = {
     "plain": 0,
     "vectorgate": DIM * DIM + 2 * DIM,
     "vectorgate_scalar": DIM * DIM + DIM + 1,
-    "vectorgate_lowrank": 2 * DIM * DIM + 2 * DIM,  # rank min(16, d) = d here
+    "vectorgate_lowrank": DIM * DIM + 2 * DIM,  # rank 16 >= d here: g is full rank
     "highway": DIM * DIM + DIM,
     "rezero": 1,
     "layerscale": DIM,

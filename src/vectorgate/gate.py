@@ -88,6 +88,14 @@ class LowRankProjection(nn.Module):
         return self.up(self.down(x))
 
 
+def _autocasting(x: Tensor) -> bool:
+    """Whether autocast is on for x's device (then the projection casts its own inputs)."""
+    try:
+        return torch.is_autocast_enabled(x.device.type)
+    except (RuntimeError, TypeError):  # a device type autocast does not know (meta)
+        return False
+
+
 class VectorGate(ResidualGate):
     """Per-dimension exponential gate ``alpha = exp(s)``, ``beta = exp(-s)``, ``s = c * tanh(g(x))``.
 
@@ -150,6 +158,11 @@ class VectorGate(ResidualGate):
             raise ValueError(f"dim must be a positive int, got {dim!r}")
         if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
             raise ValueError(f"rank must be None or a positive int, got {rank!r}")
+        if rank is not None and rank >= dim:
+            raise ValueError(
+                f"rank={rank} is not a low rank for dim={dim}: a rank-{rank} g has {2 * dim * rank + dim:,} "
+                f"parameters, a full-rank one {dim * dim + dim:,}. Use rank < dim, or rank=None for full rank"
+            )
         if curvature not in ("vector", "scalar"):
             raise ValueError(f"curvature must be 'vector' or 'scalar', got {curvature!r}")
         if init not in GATE_INITS:
@@ -234,10 +247,29 @@ class VectorGate(ResidualGate):
 
     def pre_activation(self, x: Tensor) -> Tensor:
         """z = g(x), shape ``(..., d)``. Checks that x is a floating tensor of shape (..., d)
-        on the gate's device."""
+        on the gate's device.
+
+        Outside autocast, an x narrower than the gate's parameters (bf16/fp16 x, float32 gate:
+        ``patch(model, dtype=torch.float32)`` on a bf16 model) is cast up to them, losslessly,
+        and z is in the parameters' dtype; y keeps x's dtype. An x that the cast would round
+        (float64 into a float32 gate, fp16 into a bf16 one) is refused.
+
+        Raises:
+            TypeError: x is not a floating tensor, or is wider than the gate's parameters.
+            ValueError: x's last dimension is not d, or x is on another device.
+        """
         check_floating("x", x)
         check_last_dim("x", x, self.dim)
         check_same_device(x=x, gate_parameters=self.curvature)
+        own = self.curvature.dtype
+        if x.dtype != own and not _autocasting(x):
+            if torch.promote_types(x.dtype, own) != own:
+                raise TypeError(
+                    f"x has dtype {x.dtype} but the gate's parameters are {own}, and casting x to {own} "
+                    f"would round it: build the gate in x's dtype (gate.to({x.dtype}) or patch(model, "
+                    f"dtype={x.dtype})), cast x yourself, or run under torch.autocast"
+                )
+            x = x.to(own)
         return self.proj(x)
 
     def gates_from_pre_activation(self, z: Tensor, dtype: torch.dtype | None = None) -> GateOutput:

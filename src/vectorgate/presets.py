@@ -42,7 +42,8 @@ PRESETS: dict[str, Preset] = {
     "default": Preset(
         "default",
         {},
-        "VectorGate's default since 0.2 (init='zero_output': g's output zero, c = 1): bit-exact "
+        "VectorGate's default since 0.2 (init='zero_output': g's output zero; c = 1, or since 0.5 "
+        "under patch() half the depth cap log(65504) / n_sites, see vectorgate.depth): bit-exact "
         "identity at init and g trains from step 0. Evidence: docs/results.md (MiniLM, 5 paired "
         "seeds): gate-only on Rotten Tomatoes 0.749 +- 0.016 vs 0.576 (majority class) for v0.1's "
         "init; full fine-tuning level with plain on Rotten Tomatoes and SMS spam.",
@@ -67,7 +68,9 @@ PRESETS: dict[str, Preset] = {
         "The 200-step depth sweep (docs/results_sweeps.md) found it, like the default gate, far "
         "behind plain at 16 layers (+1.29 bits/char, p < 0.001): for 4 to 8 layers the setting "
         "to train from scratch with; deeper, check the first steps against plain. The default "
-        "(the exact identity) is for pretrained models.",
+        "(the exact identity) is for pretrained models. Since 0.5 patch() caps c at "
+        "log(65504) / n_sites, below this preset's 0.5 from 23 gated sites on: there it is refused "
+        "with the cap named (docs/depth.md).",
     ),
 }
 

@@ -85,9 +85,11 @@ def vectorgate_scalar(dim: int, **kwargs: Any) -> VectorGate:
 def vectorgate_lowrank(dim: int, *, rank: int = 16, **kwargs: Any) -> VectorGate:
     """VectorGate whose projection g is low rank (``d -> rank -> d``, default rank 16).
 
-    The identity at init, as VectorGate. Parameters: 2 d r + 2 d. Other kwargs as :class:`VectorGate`.
+    The identity at init, as VectorGate. Parameters: 2 d r + 2 d. Where ``rank >= dim`` a
+    factorised g would cost more than a full one, so g is full rank (d^2 + 2d parameters).
+    Other kwargs as :class:`VectorGate`.
     """
-    return VectorGate(dim, rank=min(rank, dim), **kwargs)
+    return VectorGate(dim, rank=rank if rank < dim else None, **kwargs)
 
 
 VARIANTS: dict[str, Callable[..., ResidualGate]] = {
