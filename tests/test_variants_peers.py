@@ -296,6 +296,14 @@ def test_patch_refuses_stream_variants_and_leaves_the_model_unchanged():
     assert not is_patched(model) and torch.equal(_run(model, inputs, read), before)
 
 
+@pytest.mark.parametrize("name", STREAM)
+def test_a_gate_config_of_a_stream_variant_is_refused_where_it_is_written(name):
+    from vectorgate import GateConfig
+
+    with pytest.raises(ValueError, match=rf"variant '{name}' widens the residual stream.*hyper_connect"):
+        GateConfig(variant=name)
+
+
 # ----------------------------------------------------------------------------- harness
 
 

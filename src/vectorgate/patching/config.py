@@ -126,6 +126,11 @@ class GateConfig:
 
         if not isinstance(self.variant, str) or self.variant not in VARIANTS:
             raise ValueError(f"unknown variant {self.variant!r}; available: {', '.join(sorted(VARIANTS))}")
+        if getattr(VARIANTS[self.variant], "expands_stream", False):
+            raise ValueError(
+                f"variant {self.variant!r} widens the residual stream to n copies, which vectorgate.patch() "
+                "and GateConfig cannot describe: install it with vectorgate.variants.hyper.hyper_connect"
+            )
         if self.sites is not None:
             sites = (self.sites,) if isinstance(self.sites, str) else tuple(self.sites)
             if not sites or not all(isinstance(s, str) for s in sites):
