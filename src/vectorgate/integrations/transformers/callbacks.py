@@ -75,12 +75,15 @@ class CompoundGainCallback(TrainerCallback):
         return step == 1 or step % self.every == 0
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: nn.Module | None = None, **kwargs: Any) -> None:
+        """Start measuring: hooks on the model's gates (removed in :meth:`on_train_end`)."""
         if model is None:
             raise ValueError("CompoundGainCallback needs the model (the Trainer passes it to its callbacks)")
         self._monitor = CompoundGainMonitor(model, budget=self.budget).start()
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, model: nn.Module | None = None,
                               **kwargs: Any) -> None:
+        """On a due step, after backward: read the compound gain and gradient norms, check the
+        gates, and ask the Trainer to log this step."""
         step = state.global_step + 1
         if self._monitor is None or not self._due(step):
             return
@@ -92,6 +95,7 @@ class CompoundGainCallback(TrainerCallback):
         control.should_log = True
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+        """Add the pending gate scalars to the Trainer's log (and its ``log_history`` entry)."""
         if not self._pending or logs is None:
             return
         logs.update(self._pending)
@@ -100,6 +104,7 @@ class CompoundGainCallback(TrainerCallback):
         self._pending = {}
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Remove the hooks."""
         if self._monitor is not None:
             self._monitor.stop()
             self._monitor = None
