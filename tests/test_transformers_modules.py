@@ -134,3 +134,10 @@ def test_from_module_rejects_a_gate_of_the_wrong_size():
     output = transformers.models.bert.modeling_bert.BertOutput(TINY)
     with pytest.raises(ValueError, match=r"dense\.out_features = 32"):
         GatedBertOutput.from_module(output, gate=VectorGate(16))
+
+
+def test_from_module_builds_the_gate_in_the_dtype_asked_for():
+    layer = transformers.BertModel(TINY).encoder.layer[0].output.to(torch.bfloat16)
+    assert GatedBertOutput.from_module(layer).gate.curvature.dtype == torch.bfloat16  # the dense layer's
+    asked = GatedBertOutput.from_module(layer, dtype=torch.float32)
+    assert {p.dtype for p in asked.gate.parameters()} == {torch.float32}

@@ -87,7 +87,9 @@ class _GatedPostLNOutput(nn.Module):
             )
         if gate is None:
             w = module.dense.weight
-            gate = build_gate(variant, module.dense.out_features, **gate_kwargs).to(device=w.device, dtype=w.dtype)
+            # The dense layer's device, and its dtype unless the caller asked for another.
+            factory = {"device": w.device, **({} if "dtype" in gate_kwargs else {"dtype": w.dtype})}
+            gate = build_gate(variant, module.dense.out_features, **gate_kwargs).to(**factory)
         elif gate_kwargs or variant != "vectorgate":
             raise ValueError("pass either gate= or variant/gate kwargs, not both")
         obj = cls.__new__(cls)
