@@ -219,7 +219,8 @@ class CompoundGainMonitor:
         self.budget = None if budget is None else float(budget)
         self.threshold = float(threshold)
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._streams: list[Tensor] = []
+        self._streams: list[Tensor] = []  # running sum of s per stream
+        self._depths: list[int] = []  # sites seen so far per stream
         self._records: list[tuple[str, int, int, Tensor]] = []
 
     @property
@@ -250,6 +251,7 @@ class CompoundGainMonitor:
 
     def _new_pass(self) -> None:
         self._streams = []
+        self._depths = []
         self._records = []
 
     def _hook(self, name: str, gate: VectorGate):
@@ -260,9 +262,11 @@ class CompoundGainMonitor:
                 stream = next((i for i, acc in enumerate(self._streams) if acc.shape == s.shape), None)
                 if stream is None:
                     self._streams.append(torch.zeros_like(s))
+                    self._depths.append(0)
                     stream = len(self._streams) - 1
                 self._streams[stream] = acc = self._streams[stream] + s
-                depth = sum(1 for r in self._records if r[2] == stream)
+                depth = self._depths[stream]
+                self._depths[stream] += 1
                 stats = torch.stack([
                     acc.amax() if acc.numel() else acc.new_zeros(()),
                     acc.amin() if acc.numel() else acc.new_zeros(()),
