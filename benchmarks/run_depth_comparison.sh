@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 21: the depth-aware default (patch() caps each gate's curvature at log(65504) / n_sites)
 # against plain on the char-LM at 4, 8, 16 and 32 layers (d = 128, 200 steps: early training,
-# where the 0.4 default fell behind at 16 layers), and at 3x plain's best lr at 4 layers.
+# where the 0.4 default fell behind at 16 layers), and at 3x plain's best lr at 4 layers; at 16
+# layers beside the peers built for depth (ReZero, LayerScale, LAuReL-LR).
 # Two queues, one per core, seed-major (a stopped queue leaves paired seeds; rerunning resumes).
 # The 0.4 default is the arm vectorgate[log_gain_budget=none].
 # Results: docs/results/depth -> docs/results_depth.md.
@@ -18,6 +19,7 @@ source benchmarks/_run_seeds.sh
 status=0
 (
   run_seeds "$OUT" d32 5 charlm_sweep_32l -- plain vectorgate
+  run_seeds "$OUT" d16-peers-a 5 charlm_sweep_16l -- laurel_lr
   run_seeds "$OUT" d32-old 3 charlm_sweep_32l -- "vectorgate[log_gain_budget=none]"
 ) &
 A=$!
@@ -25,6 +27,7 @@ A=$!
   run_seeds "$OUT" d16 5 charlm_sweep_16l -- plain vectorgate
   run_seeds "$OUT" d8 5 charlm_sweep_8l -- plain vectorgate
   run_seeds "$OUT" d4 5 charlm_sweep_4l -- plain vectorgate "plain[lr_mult=3]" "vectorgate[lr_mult=3]"
+  run_seeds "$OUT" d16-peers-b 5 charlm_sweep_16l -- rezero layerscale
   run_seeds "$OUT" d16-old 5 charlm_sweep_16l -- "vectorgate[log_gain_budget=none]"
 ) &
 B=$!
