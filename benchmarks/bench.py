@@ -1,12 +1,12 @@
-"""Thin entry point: ``python benchmarks/bench.py [options]`` == ``vectorgate bench [options]``.
+"""Thin entry point: ``python benchmarks/bench.py [options]`` == ``vectorgate-lab bench [options]``.
 
-The code lives in :mod:`vectorgate.bench` (op level: :mod:`vectorgate.bench.ops`; BERT
-step: :mod:`vectorgate.bench.model`), importable from notebooks and scripts alike.
+The code lives in :mod:`vectorgate_lab.bench` (op level: :mod:`vectorgate_lab.bench.ops`; BERT
+step: :mod:`vectorgate_lab.bench.model`), importable from notebooks and scripts alike.
 """
 
 import sys
 
-from vectorgate.cli import main
+from vectorgate_lab.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["bench", *sys.argv[1:]]))

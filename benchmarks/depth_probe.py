@@ -29,9 +29,9 @@ import time
 import torch
 
 import vectorgate
-from vectorgate.assets import load_shakespeare
 from vectorgate.compound_gain import CompoundGainMonitor
 from vectorgate.compound_gain_plot import plot_compound_gain
+from vectorgate_lab.assets import load_shakespeare
 
 ARMS = {"plain": None, "no_budget": {"log_gain_budget": None}, "default": {}}
 

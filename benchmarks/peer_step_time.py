@@ -1,6 +1,6 @@
 """Training-step time of each residual arm on a comparison task, as a multiple of plain.
 
-Why: the time / run column of `vectorgate compare` reports depends on what else shared the
+Why: the time / run column of `vectorgate-lab compare` reports depends on what else shared the
 machine while each run went; this times one training step of every arm in interleaved rounds
 in one process, so the ratios hold on a loaded machine too.
 
@@ -14,10 +14,10 @@ import argparse
 
 import torch
 
-import vectorgate.compare.tasks  # noqa: F401  (registers the tasks)
-from vectorgate.bench.timing import interleaved_medians
-from vectorgate.compare.spec import parse_variant
-from vectorgate.compare.task import TASKS
+import vectorgate_lab.compare.tasks  # noqa: F401  (registers the tasks)
+from vectorgate_lab.bench.timing import interleaved_medians
+from vectorgate_lab.compare.spec import parse_variant
+from vectorgate_lab.compare.task import TASKS
 
 
 def step_fn(task, arm: str):

@@ -2,7 +2,7 @@
 # From-scratch comparison at convergence (issue 15): runs long enough that plain's validation
 # curve has flattened, headline arms at 5 seeds, steps equal across arms.
 #
-# Tasks (src/vectorgate/compare/tasks/__init__.py):
+# Tasks (lab/src/vectorgate_lab/compare/tasks/__init__.py):
 #   charlm_long: GPT-2-style char-LM, 4 layers, d = 128, context 64, batch 32, 1,500 steps
 #                (3.1M training characters of 4.6M), 20 evaluations on 256 held-out windows.
 #   vit_long:    timm ViT (depth 4, d = 64) on 4,000 MNIST digits, 3,000 steps of 64 with random
@@ -15,10 +15,10 @@
 # rerunning resumes (a run already recorded is skipped). One seed at a time over all arms, so a
 # stopped sweep leaves paired seeds.
 #
-# Usage: benchmarks/run_converged_comparison.sh [extra args for every `vectorgate compare`]
+# Usage: benchmarks/run_converged_comparison.sh [extra args for every `vectorgate-lab compare`]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VG="${VG:-.venv/bin/vectorgate}"
+VG="${VG:-.venv/bin/vectorgate-lab}"
 OUT=docs/results/converged
 export HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error
 EXTRA=(--references plain "$@")

@@ -20,7 +20,7 @@
 # Usage: BEST_PEER="laurel_lr[rank=16]" benchmarks/run_converged_sweeps.sh [extra compare args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VG="${VG:-.venv/bin/vectorgate}"
+VG="${VG:-.venv/bin/vectorgate-lab}"
 PY="${PY:-.venv/bin/python}"
 CONVERGED=docs/results/converged
 OUT=docs/results/sweeps
@@ -42,7 +42,7 @@ best_lr() {  # plain's best lr multiple on charlm_sweep_4l; fails until the grid
   "$PY" - "$OUT" "${LR_GRID[@]}" <<'PY'
 import statistics, sys
 from pathlib import Path
-from vectorgate.compare.runner import load_runs
+from vectorgate_lab.compare.runner import load_runs
 out, grid = sys.argv[1], sys.argv[2:]
 runs = [r for r in (load_runs(out) if Path(out).exists() else []) if r["task"] == "charlm_sweep_4l"
         and "error" not in r and r["variant"] in grid and r["seed"] < 3]

@@ -10,7 +10,7 @@
 # Usage: benchmarks/run_depth_comparison.sh [extra compare args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VG="${VG:-.venv/bin/vectorgate}"
+VG="${VG:-.venv/bin/vectorgate-lab}"
 OUT=docs/results/depth
 export HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error
 EXTRA=(--references plain "$@")

@@ -5,7 +5,7 @@
 # SMS spam. Results: docs/results/depth_finetune -> docs/results_depth_finetune.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VG="${VG:-.venv/bin/vectorgate}"
+VG="${VG:-.venv/bin/vectorgate-lab}"
 OUT=docs/results/depth_finetune
 export HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error
 EXTRA=(--references plain "vectorgate[log_gain_budget=none]" "$@")

@@ -10,10 +10,10 @@
 # runs are skipped. On a 2-core x86_64 CPU this took 1 h 55 min (00:36 to 02:31 UTC,
 # 2026-11-29; for the first hour a benchmark of another engineer shared the cores).
 #
-# Usage: benchmarks/run_finetune_comparison.sh [extra args for every `vectorgate compare`, e.g. --scale 3 --device cuda]
+# Usage: benchmarks/run_finetune_comparison.sh [extra args for every `vectorgate-lab compare`, e.g. --scale 3 --device cuda]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VG="${VG:-.venv/bin/vectorgate}"
+VG="${VG:-.venv/bin/vectorgate-lab}"
 OUT=docs/results/finetune
 SCREEN=docs/results/screen
 SEEDS="${SEEDS:-5}"
@@ -51,9 +51,9 @@ for pid in $A $B; do wait "$pid" || status=1; done
 "$VG" compare --report-only --output-dir "$OUT" --markdown docs/results.md --references plain "lora[r=8]" "lora[r=193]" \
   --note "2 processes x 1 torch thread on a 2-core x86_64 VM; for about the first hour a CPU benchmark of another engineer shared the cores, so the times are inflated" || status=1
 # The screen is read against the default gate on the same seeds: its first 3 runs of the sweep.
-"${VG%/vectorgate}/python" - "$OUT" "$SCREEN" <<'PY' || status=1
+"${VG%/vectorgate-lab}/python" - "$OUT" "$SCREEN" <<'PY' || status=1
 import json, pathlib, sys
-from vectorgate.compare import load_runs
+from vectorgate_lab.compare import load_runs
 runs = [r for r in load_runs(sys.argv[1]) if r["task"] == "rt_adapt" and r["variant"] == "vectorgate" and r["seed"] < 3]
 pathlib.Path(sys.argv[2], "runs-default.jsonl").write_text("".join(json.dumps(r) + "\n" for r in runs))
 PY

@@ -8,7 +8,7 @@
 # Usage: benchmarks/run_gate_source_comparison.sh [extra compare args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VG="${VG:-.venv/bin/vectorgate}"
+VG="${VG:-.venv/bin/vectorgate-lab}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error
 EXTRA=(--references plain "$@")
 source benchmarks/_run_seeds.sh

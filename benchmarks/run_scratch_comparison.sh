@@ -7,10 +7,10 @@
 # the arms spell that `init=random` so they mean the same under 0.2's API.
 # Rerunning resumes (recorded runs are skipped).
 #
-# Usage: benchmarks/run_scratch_comparison.sh [extra args for every `vectorgate compare`, e.g. --scale 10 --device cuda]
+# Usage: benchmarks/run_scratch_comparison.sh [extra args for every `vectorgate-lab compare`, e.g. --scale 10 --device cuda]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VG="${VG:-.venv/bin/vectorgate}"
+VG="${VG:-.venv/bin/vectorgate-lab}"
 OUT=docs/results/scratch
 ALL=(plain "vectorgate[init=random]" "vectorgate_scalar[init=random]" "vectorgate_lowrank[init=random]"
      highway rezero layerscale gateskip)

@@ -17,10 +17,10 @@
 # CPU the first 94 runs took 1 h 35 min (03:03 to 04:38 UTC, 2026-11-29) in four processes, the
 # 8 runs of the 5-seed phase about 17 min in two more.
 #
-# Usage: benchmarks/run_skip_comparison.sh [extra args for every `vectorgate compare`, e.g. --scale 3 --device cuda]
+# Usage: benchmarks/run_skip_comparison.sh [extra args for every `vectorgate-lab compare`, e.g. --scale 3 --device cuda]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VG="${VG:-.venv/bin/vectorgate}"
+VG="${VG:-.venv/bin/vectorgate-lab}"
 OUT=docs/results/skip
 export HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error
 EXTRA=("$@")
@@ -47,5 +47,5 @@ A=$!
 B=$!
 status=0
 for pid in $A $B; do wait "$pid" || status=1; done
-"${VG%/vectorgate}/python" -m vectorgate.compare.skip_report "$OUT" --markdown docs/results_skipping.md || status=1
+"${VG%/vectorgate-lab}/python" -m vectorgate_lab.compare.skip_report "$OUT" --markdown docs/results_skipping.md || status=1
 exit $status

@@ -36,7 +36,7 @@ from vectorgate.skip import calibrate_skipping, enable_skipping, skip_controller
 def _minilm(batch_size: int) -> tuple[nn.Module, list[dict[str, torch.Tensor]], dict[str, torch.Tensor], str]:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from vectorgate.assets import load_rotten_tomatoes, minilm_path
+    from vectorgate_lab.assets import load_rotten_tomatoes, minilm_path
 
     data = load_rotten_tomatoes()
     tok = AutoTokenizer.from_pretrained(minilm_path())

@@ -1,6 +1,6 @@
 """Numerical stress: train a deep pre-norm stack of gated blocks and watch for NaN/Inf.
 
-A character-level next-token model on the Shakespeare corpus (``vectorgate.assets``):
+A character-level next-token model on the Shakespeare corpus (``vectorgate_lab.assets``):
 the previous ``--context`` characters are embedded (one table per position, summed) into
 a residual stream of width ``--dim``, which runs through ``--depth`` pre-norm gated MLP
 blocks ``GatedResidual(Sequential(LayerNorm, Linear, GELU, Linear))``, a final LayerNorm
@@ -35,9 +35,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
-from vectorgate.assets import load_shakespeare
 from vectorgate.residual import GatedResidual
 from vectorgate.stability import NonFiniteError, UnstableGateWarning, assert_finite, check_gates
+from vectorgate_lab.assets import load_shakespeare
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 

@@ -31,7 +31,6 @@ import torch
 from torch import nn
 
 from vectorgate import write_report
-from vectorgate.assets import load_rotten_tomatoes, minilm_path, split_indices
 from vectorgate.patching import (
     count_parameters,
     gates,
@@ -40,6 +39,7 @@ from vectorgate.patching import (
     patch,
     save_gates,
 )
+from vectorgate_lab.assets import load_rotten_tomatoes, minilm_path, split_indices
 
 SPLIT_SEED = 1234  # the train/val/test split is fixed, whatever --seed is
 SPLIT = (0.8, 0.1, 0.1)
@@ -268,7 +268,7 @@ def report(results: dict[str, Any]) -> str:
 
 def verdict(plain_correct: torch.Tensor, gated_correct: torch.Tensor) -> dict[str, Any]:
     """McNemar's exact test on the per-example outcomes of two models on the same test examples."""
-    from vectorgate.compare.stats import mcnemar_exact
+    from vectorgate_lab.compare.stats import mcnemar_exact
 
     gated_only, plain_only, p = mcnemar_exact(gated_correct.tolist(), plain_correct.tolist())
     p_acc, g_acc = float(plain_correct.float().mean()), float(gated_correct.float().mean())

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from vectorgate import GatedResidual
-from vectorgate.assets import load_shakespeare
+from vectorgate_lab.assets import load_shakespeare
 
 
 class SelfAttention(nn.Module):

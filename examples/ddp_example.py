@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from vectorgate.assets import load_mnist, split_indices
+from vectorgate_lab.assets import load_mnist, split_indices
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

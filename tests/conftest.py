@@ -20,7 +20,7 @@ import torch
 @pytest.fixture(scope="session")
 def minilm_path() -> str:
     pytest.importorskip("transformers")
-    from vectorgate.assets import minilm_path as _minilm_path
+    from vectorgate_lab.assets import minilm_path as _minilm_path
 
     try:
         return _minilm_path()
@@ -58,7 +58,7 @@ def minilm_classifier(_minilm_classifier_pristine):
 @pytest.fixture(scope="session")
 def minilm_batch(minilm_tokenizer) -> dict[str, torch.Tensor]:
     pytest.importorskip("pandas")
-    from vectorgate.assets import load_rotten_tomatoes
+    from vectorgate_lab.assets import load_rotten_tomatoes
 
     try:
         data = load_rotten_tomatoes()

@@ -366,10 +366,6 @@ def test_failed_forward_leaves_the_gate_unchanged():
         (["inspect", "--base", "minilm", "--gates", "g", "--output-dir", "o"], "give some text"),
         (["inspect", "--base", "minilm", "--gates", "/no/such/dir", "--output-dir", "o",
           "--text", "hi"], "--gates /no/such/dir: no vectorgate_config.json"),
-        (["compare", "--output-dir", "o", "--seeds", "0"], "--seeds must be at least 1, got 0"),
-        (["compare", "--output-dir", "o", "--scale", "-1"], "--scale must be positive, got -1.0"),
-        (["compare", "--output-dir", "o", "--tasks", "nosuch"], "unknown task(s) ['nosuch']; available:"),
-        (["compare", "--output-dir", "o", "--variants", "vectorgate[rank]"], "expected key=value, got 'rank'"),
     ],
 )
 def test_bad_cli_arguments(argv, message, capsys):
@@ -702,16 +698,6 @@ def test_corrupted_gate_files_error_names_the_file(saved_gates, corruption):
     name = _corrupt(saved_gates, corruption)
     with pytest.raises(ValueError, match=name):
         load_gates(_tiny(), saved_gates)
-
-
-def test_compare_with_an_unknown_variant_is_an_error(tmp_path, capsys):
-    from vectorgate.cli import main
-
-    argv = ["compare", "--output-dir", str(tmp_path), "--variants", "nosuch",
-            "--tasks", "charlm_shakespeare", "--seeds", "1", "--quick", "--no-progress"]
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code != 0 and "nosuch" in str(exc.value.code)
 
 
 def test_gate_file_holding_nan_is_refused_and_model_left_alone(saved_gates):

@@ -132,8 +132,8 @@ def test_check_gates_is_quiet_on_a_deep_default_model_at_init():
 
 
 def _train(model: nn.Module, steps: int, lr: float) -> list:
-    from vectorgate.assets import load_shakespeare
     from vectorgate.compound_gain import CompoundGainMonitor
+    from vectorgate_lab.assets import load_shakespeare
 
     text = load_shakespeare(50_000)
     lookup = {ch: i % 64 for i, ch in enumerate(sorted(set(text)))}

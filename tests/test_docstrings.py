@@ -32,7 +32,6 @@ PUBLIC_MODULES = [
     "vectorgate.base",
     "vectorgate.discovery",
     "vectorgate.variants",
-    "vectorgate.variants.hyper",
     "vectorgate.variants.laurel",
     "vectorgate.patching",
     "vectorgate.patching.config",
@@ -56,7 +55,9 @@ PUBLIC_MODULES = [
     "vectorgate.integrations.transformers.callbacks",
     "vectorgate.integrations.timm",
     "vectorgate.integrations.accelerate",
-    "vectorgate.compare",
+    # The lab (lab/src/vectorgate_lab): not in the library, rendered under "The lab".
+    "vectorgate_lab.compare",
+    "vectorgate_lab.peers.hyper",
 ]
 
 

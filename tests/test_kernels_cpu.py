@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vectorgate.bench.kernel_check import CASES, Case, make_inputs, problems
 from vectorgate.functional import exp_gated_residual
 from vectorgate.kernels import dispatch
+from vectorgate_lab.bench.kernel_check import CASES, Case, make_inputs, problems
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,6 @@
 """The Triton path on a real GPU: through the custom op, autograd and torch.compile.
 
-Skipped without CUDA. The checks live in :mod:`vectorgate.bench.kernel_check` (so that
+Skipped without CUDA. The checks live in :mod:`vectorgate_lab.bench.kernel_check` (so that
 ``benchmarks/gpu_check.sh`` runs them on a machine without pytest); here each is one test.
 """
 
@@ -11,7 +11,7 @@ import importlib.util
 import pytest
 import torch
 
-from vectorgate.bench import kernel_check as kc
+from vectorgate_lab.bench import kernel_check as kc
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available() or importlib.util.find_spec("triton") is None,

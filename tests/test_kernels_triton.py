@@ -5,7 +5,7 @@
 test session. So one subprocess (this file run as a script, with the variable set) runs
 every case once and saves kernel and reference outputs; the parametrized tests below then
 compare them case by case. The subprocess runs once per module (a few seconds). The case
-list lives in :mod:`vectorgate.bench.kernel_check`, shared with the GPU checks.
+list lives in :mod:`vectorgate_lab.bench.kernel_check`, shared with the GPU checks.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vectorgate.bench.kernel_check import CASES, NAMES, Case, make_inputs, problems
+from vectorgate_lab.bench.kernel_check import CASES, NAMES, Case, make_inputs, problems
 
 IDS = [case.id for case in CASES]
 

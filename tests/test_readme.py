@@ -8,7 +8,7 @@ block, and the traceback points at README lines. ```bash blocks are not run.
 The figures of the README's performance section are checked against the benchmark's own
 output, ``benchmarks/results/bench-cpu.json`` (written by the command the README quotes).
 
-The blocks use the offline assets (``vectorgate.assets``: the pretrained MiniLM, Rotten
+The blocks use the lab's offline assets (``vectorgate_lab.assets``: the pretrained MiniLM, Rotten
 Tomatoes snippets) and train for a few steps at most, so they run on a 2-core CPU without
 a network.
 """
@@ -117,7 +117,7 @@ _PARTS = {"elementwise": "elementwise (given z)", "gate": "gate (GEMM + elementw
 
 
 def performance_figures() -> dict:
-    """The README's performance figures, as ``vectorgate bench`` wrote them to BENCH_JSON.
+    """The README's performance figures, as ``vectorgate-lab bench`` wrote them to BENCH_JSON.
 
     ``rows``: the lines of the op table (default CPU path and opt-in compiled path, against
     the naive eager formula, fp32 and bf16); the other keys: ratios of the BERT-base step.
@@ -153,7 +153,10 @@ def test_performance_section_quotes_the_benchmark_output():
     section = readme[readme.index("## Performance"):]
     section = section[: section.index("\n## ", 1)]
     bench = json.loads(BENCH_JSON.read_text())
-    assert bench["command"] in section, "the README must quote the command that wrote bench-cpu.json"
+    # The JSON was written by 0.5's `vectorgate bench`, the same command as the lab's
+    # `vectorgate-lab bench` since 0.6 (the README quotes the current name).
+    command = bench["command"].replace("/vectorgate bench ", "/vectorgate-lab bench ")
+    assert command in section, "the README must quote the command that wrote bench-cpu.json"
     figures = performance_figures()
     missing = [row for row in figures["rows"] if row not in section]
     assert not missing, "op-table rows that differ from bench-cpu.json (expected):\n" + "\n".join(missing)
@@ -180,7 +183,7 @@ def _rounds_to(full: str, short: str) -> bool:
 
 def test_every_interval_in_the_readme_comes_from_a_generated_results_page():
     """Each ``mean ± half-width`` the README states is a rounding of one printed by a
-    generated results page (docs/results*.md, written by `vectorgate compare` or the skip
+    generated results page (docs/results*.md, written by `vectorgate-lab compare` or the skip
     report), so a figure cannot drift from the runs behind it."""
     generated = [(m.group(1).replace("−", "-"), m.group(2))
                  for page in ROOT.glob("docs/results*.md") for m in _PAIR.finditer(page.read_text())]

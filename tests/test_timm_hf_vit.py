@@ -9,8 +9,8 @@ from torch import nn
 pytest.importorskip("transformers")
 from transformers import ViTConfig, ViTForImageClassification
 
-from vectorgate.assets import load_mnist
 from vectorgate.patching import gates, patch, patch_state, unpatch
+from vectorgate_lab.assets import load_mnist
 
 
 def tiny_hf_vit(**overrides) -> ViTForImageClassification:

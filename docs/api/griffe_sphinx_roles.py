@@ -2,7 +2,7 @@
 
 The docstrings use Sphinx's cross-reference roles (``:func:`vectorgate.patch```,
 ``:class:`~vectorgate.gate.VectorGate```, ``:meth:`reset```), which mkdocstrings would print
-literally. A fully qualified ``vectorgate.`` target becomes an optional autorefs link: a link
+literally. A fully qualified ``vectorgate.`` (or ``vectorgate_lab.``) target becomes an optional autorefs link: a link
 where the reference documents the target, inline code where it does not (a private module,
 an undocumented constant); any other target (a relative name, torch, ...) becomes inline
 code. ``~`` shows the last component only.
@@ -20,7 +20,7 @@ _ROLE = re.compile(r":(?:py:)?(?:func|class|meth|mod|attr|data|exc|obj|const):`(
 def _replace(match: re.Match[str]) -> str:
     short, target = match.group(1), match.group(2).strip()
     text = target.rsplit(".", 1)[-1] if short else target
-    if target.startswith("vectorgate."):
+    if target.startswith(("vectorgate.", "vectorgate_lab.")):
         return f'<autoref identifier="{target}" optional><code>{text}</code></autoref>'
     return f"`{text}`"
 

@@ -50,7 +50,7 @@ def build_model() -> nn.Module:
 
 def global_batches() -> list[tuple[Tensor, Tensor]]:
     """``STEPS`` batches of ``GLOBAL_BATCH`` real MNIST digits, identical in every process."""
-    from vectorgate.assets import load_mnist, split_indices
+    from vectorgate_lab.assets import load_mnist, split_indices
 
     images, labels = load_mnist()
     (idx,) = split_indices(len(images), (1.0,), seed=0)

@@ -51,7 +51,7 @@ class Snippets(torch.utils.data.Dataset):
     def __init__(self, n: int = N_TRAIN) -> None:
         from transformers import AutoTokenizer
 
-        from vectorgate.assets import load_rotten_tomatoes, minilm_path, split_indices
+        from vectorgate_lab.assets import load_rotten_tomatoes, minilm_path, split_indices
 
         data = load_rotten_tomatoes()
         idx = split_indices(len(data), (0.9, 0.1), seed=0)[0][:n]

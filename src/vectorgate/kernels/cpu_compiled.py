@@ -3,7 +3,7 @@
 Inductor fuses each body into one C++ loop nest, so forward+backward run in about half the
 time of the naive eager formula (see docs/benchmarks.md), while the op still saves only its
 inputs. The price is the first call per input signature: it compiles (seconds, measured by
-``vectorgate bench``), which is why :mod:`vectorgate.kernels.dispatch` uses this path only
+``vectorgate-lab bench``), which is why :mod:`vectorgate.kernels.dispatch` uses this path only
 when ``VECTORGATE_CPU_COMPILE=1``. Compilation happens on the first call, never at import.
 """
 

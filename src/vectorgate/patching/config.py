@@ -122,14 +122,14 @@ class GateConfig:
         self.__post_init__()
 
     def __post_init__(self) -> None:
-        from vectorgate.variants import VARIANTS
+        from vectorgate.variants import VARIANTS, unknown_variant_error
 
         if not isinstance(self.variant, str) or self.variant not in VARIANTS:
-            raise ValueError(f"unknown variant {self.variant!r}; available: {', '.join(sorted(VARIANTS))}")
+            raise unknown_variant_error(self.variant)
         if getattr(VARIANTS[self.variant], "expands_stream", False):
             raise ValueError(
                 f"variant {self.variant!r} widens the residual stream to n copies, which vectorgate.patch() "
-                "and GateConfig cannot describe: install it with vectorgate.variants.hyper.hyper_connect"
+                "and GateConfig cannot describe: install it with vectorgate_lab.peers.hyper_connect (the lab)"
             )
         if self.sites is not None:
             sites = (self.sites,) if isinstance(self.sites, str) else tuple(self.sites)

@@ -7,9 +7,9 @@ a ``patch()`` target or an example can swap them with a string:
 name                   y                                                params        identity at init
 =====================  ===============================================  ============  =================
 ``plain``              ``x + f``                                        0             plain residual
-``vectorgate``         ``exp(s) x + exp(-s) f``, ``s = c tanh(W x+b)``  d^2 + 2d      yes [3]_
-``vectorgate_scalar``  same, one shared c (xLSTM-style bound)           d^2 + d + 1   yes [3]_
-``vectorgate_lowrank`` same, ``W = up @ down`` of rank r (default 16)   2dr + 2d      yes [3]_
+``vectorgate``         ``exp(s) x + exp(-s) f``, ``s = c tanh(W x+b)``  d^2 + 2d      yes [1]_
+``vectorgate_scalar``  same, one shared c (xLSTM-style bound)           d^2 + d + 1   yes [1]_
+``vectorgate_lowrank`` same, ``W = up @ down`` of rank r (default 16)   2dr + 2d      yes [1]_
 ``highway``            ``T f + (1 - T) x``, ``T = sigmoid(W x + b)``    d^2 + d       no
 ``rezero``             ``x + a f``, scalar a = 0                        1             no (y = x)
 ``layerscale``         ``x + gamma * f``, gamma = 0.1                   d             no
@@ -18,18 +18,13 @@ name                   y                                                params  
 ``laurel_rw``          ``a f + b x``, ``(a, b) = softmax(2 logits)``    2             no ((x + f) / 2)
 ``laurel_lr``          ``f + x + B A x``, rank r (default 16), B = 0    2dr           yes (B = 0)
 ``laurel_rw_lr``       ``a f + b (x + B A x)``                          2dr + 2       no ((x + f) / 2)
-``hc``                 n streams, static mixes (n default 4) [1]_       n^2 + 2n      streams: yes [2]_
-``hc_dynamic``         n streams, + input-dependent mixes [1]_          see [1]_      streams: yes [2]_
-``mhc``                n streams, Sinkhorn-constrained mixes [1]_       see [1]_      no
 =====================  ===============================================  ============  =================
 
-.. [1] Stream-expanding variants (:mod:`vectorgate.variants.hyper`, Hyper-Connections and
-   mHC, wrapping lucidrains' ``hyper-connections``): not ``(x, f) -> y`` gates; a host
-   widens the stream to n copies (:func:`vectorgate.variants.hyper.hyper_connect`);
-   ``patch()`` cannot install them. Per site: ``hc_dynamic`` n^2 + 2n + (n + 3) d + 2,
-   ``mhc`` n^2 + 2n + (n + 3) d + 3.
-.. [2] Every stream equals the plain residual stream; the host averages the streams at the end.
-.. [3] By default g's output starts at zero (``init="zero_output"``), so s = 0; see
+Hyper-Connections and mHC (``hc``, ``hc_dynamic``, ``mhc``) keep n copies of the residual
+stream, so they are not ``(x, f) -> y`` gates and not variants here: they are peers in the
+repository's lab (``vectorgate_lab.peers.hyper_connect``), which the library does not ship.
+
+.. [1] By default g's output starts at zero (``init="zero_output"``), so s = 0; see
    :class:`vectorgate.VectorGate`.
 """
 
@@ -40,7 +35,6 @@ from typing import Any
 
 from vectorgate.base import ResidualGate
 from vectorgate.gate import VectorGate
-from vectorgate.variants.hyper import STREAM_VARIANTS, HyperConnectionSite
 from vectorgate.variants.laurel import (
     LaurelLowRankResidual,
     LaurelResidual,
@@ -57,7 +51,6 @@ __all__ = [
     "VARIANTS",
     "GateSkipResidual",
     "HighwayResidual",
-    "HyperConnectionSite",
     "LaurelLowRankResidual",
     "LaurelResidual",
     "LaurelWeightsResidual",
@@ -105,9 +98,27 @@ VARIANTS: dict[str, Callable[..., ResidualGate]] = {
     "laurel_rw": LaurelWeightsResidual,
     "laurel_lr": LaurelLowRankResidual,
     "laurel_rw_lr": laurel_rw_lr,
-    # Stream-expanding (hosted by vectorgate.variants.hyper.hyper_connect, not by patch()).
-    **STREAM_VARIANTS,
 }
+
+
+#: Names that were variants here and left the library in 0.6, with what they are: an unknown
+#: name among them gets an error that says where it went (see :func:`unknown_variant_error`).
+MOVED_VARIANTS: dict[str, str] = {
+    "hc": "static Hyper-Connections", "hc_dynamic": "dynamic Hyper-Connections", "mhc": "mHC",
+}
+
+
+def unknown_variant_error(name: object) -> ValueError:
+    """The error for a ``name`` that is not in :data:`VARIANTS`: it lists the registered
+    names, or, for a name in :data:`MOVED_VARIANTS`, says where that peer went."""
+    if isinstance(name, str) and name in MOVED_VARIANTS and name not in VARIANTS:
+        return ValueError(
+            f"variant {name!r} ({MOVED_VARIANTS[name]}) widens the residual stream to n copies, which "
+            "vectorgate.patch() and GateConfig cannot describe; since 0.6 it is not a library variant "
+            "but a peer in the repository's lab: install it with vectorgate_lab.peers.hyper_connect "
+            "(`pip install -e lab`)"
+        )
+    return ValueError(f"unknown variant {name!r}; available: {', '.join(sorted(VARIANTS))}")
 
 
 #: Variants that take ``depth`` and ``log_gain_budget`` (VectorGate's; see vectorgate.depth):
@@ -134,7 +145,7 @@ def build_gate(name: str, dim: int, **kwargs: Any) -> ResidualGate:
         TypeError: a keyword the variant does not take (the message names the variant).
     """
     if name not in VARIANTS:
-        raise ValueError(f"unknown variant {name!r}; available: {', '.join(sorted(VARIANTS))}")
+        raise unknown_variant_error(name)
     try:
         return VARIANTS[name](dim, **kwargs)
     except TypeError as err:
