@@ -1,4 +1,4 @@
-"""The library's import graph (module-level and deferred imports) has no cycle."""
+"""The library's import graph (module-level and deferred imports) has no cycle, and never reaches the lab."""
 
 from __future__ import annotations
 
@@ -107,3 +107,42 @@ def test_no_module_shadows_the_standard_library():
     stdlib = set(sys.stdlib_module_names)
     shadowing = [name for name in _modules() if name.split(".")[-1] in stdlib]
     assert shadowing == []
+
+
+def _lab_imports(path: pathlib.Path) -> list[str]:
+    """Every import of ``vectorgate_lab`` in ``path``: module-level, deferred inside a function,
+    under ``if TYPE_CHECKING:``, or by name through ``importlib.import_module`` / ``__import__``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            func = ast.unparse(node.func)
+            if func.endswith(("import_module", "__import__")) and isinstance(node.args[0].value, str):
+                names = [node.args[0].value]
+        found += [f"{path.name}:{node.lineno}: {n}" for n in names
+                  if n == "vectorgate_lab" or n.startswith("vectorgate_lab.")]
+    return found
+
+
+def test_the_library_never_imports_the_lab():
+    """The lab (lab/src/vectorgate_lab) imports the library, never the other way round."""
+    modules = _modules()
+    assert "vectorgate.cli" in modules, "the library's modules were not found"
+    found = [f"{name}: {hit}" for name, path in modules.items() for hit in _lab_imports(path)]
+    assert found == []
+
+
+def test_the_lab_import_finder_finds_each_kind_of_import(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import vectorgate_lab\n"
+        "def f():\n    from vectorgate_lab.compare import TASKS\n"
+        "import importlib\nimportlib.import_module('vectorgate_lab.bench')\n"
+        "import vectorgate_labs\nfrom vectorgate import gate\n"
+    )
+    hits = _lab_imports(probe)
+    assert [h.split(": ", 1)[1] for h in hits] == ["vectorgate_lab", "vectorgate_lab.compare", "vectorgate_lab.bench"]

@@ -1,9 +1,11 @@
-"""The package builds as a wheel carrying its typing marker and console script."""
+"""The package builds as a wheel carrying its typing marker and console script, and the library only:
+the lab (lab/, vectorgate_lab) is not in it, and its old commands say where they went."""
 
 from __future__ import annotations
 
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -19,8 +21,14 @@ VERSION = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text
 @pytest.mark.slow
 def test_wheel_builds_with_py_typed_and_entry_point(tmp_path):
     pytest.importorskip("build")
+    # Built from a copy of what the library's build reads, so that a stale build/ folder of the
+    # checkout (setuptools packs whatever build/lib holds) cannot add or hide a module.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(ROOT / name, source / name)
     subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(source)],
         check=True, capture_output=True, cwd=tmp_path,
     )
     (wheel,) = tmp_path.glob(f"vectorgate-{VERSION}-*.whl")
@@ -31,6 +39,13 @@ def test_wheel_builds_with_py_typed_and_entry_point(tmp_path):
     assert {"vectorgate/gate.py", "vectorgate/patching/core.py", "vectorgate/recorder.py"} <= names
     assert not any(n.startswith("tests/") for n in names)
     assert "vectorgate = vectorgate.cli:main" in entry_points
+    # The library only: the lab's modules (moved to lab/ in 0.6) are not in the wheel.
+    lab = sorted(n for n in names if n.startswith(("vectorgate/compare/", "vectorgate/bench/", "vectorgate_lab/",
+                                                     "lab/", "vectorgate/cli/compare.py", "vectorgate/cli/bench.py",
+                                                     "vectorgate/variants/hyper.py"))
+                 or n == "vectorgate/assets.py")
+    assert lab == []
+    assert "vectorgate-lab" not in entry_points
 
 
 def test_version_and_public_api():
@@ -46,6 +61,17 @@ def test_console_script_runs():
         [sys.executable, "-m", "vectorgate.cli", "demo", "--dim", "4"], check=True, capture_output=True, text=True
     )
     assert "alpha in [" in out.stdout
+
+
+@pytest.mark.parametrize("command", ["compare", "bench"])
+def test_the_lab_commands_say_where_they_went(command):
+    out = subprocess.run(
+        [sys.executable, "-m", "vectorgate.cli", command, "--tasks", "rt_full", "--quick"],
+        capture_output=True, text=True,
+    )
+    assert out.returncode == 2 and out.stdout == ""
+    (line,) = out.stderr.splitlines()
+    assert f"vectorgate-lab {command}" in line and "pip install -e lab" in line
 
 
 @pytest.mark.parametrize(("old", "new"), [("inspect", "vectorgate.recorder"), ("io", "vectorgate.patching.files")])
