@@ -13,7 +13,7 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("safetensors")
 
 import vectorgate  # noqa: E402
-from vectorgate.patching import FAMILIES, gates, patch, patch_state  # noqa: E402
+from vectorgate.patching import gates, patch, patch_state  # noqa: E402
 
 BERT = {"vocab_size": 96, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
         "intermediate_size": 64, "max_position_embeddings": 32}
@@ -110,9 +110,10 @@ def test_cross_attention_alone(family, build, cross_name):
     model = build()
     patch(model, sites="cross_attention")
     assert [n for n, _ in gates(model)] == [cross_name.format(i=i) for i in range(2)]
-    fam = FAMILIES[family]
-    layer = model.get_submodule(patch_state(model).layer_names[0])
-    assert fam.gate_at(layer, "cross_attention") is model.get_submodule(cross_name.format(i=0))
+    state = patch_state(model)
+    site = state.gate_site(state.layer_names[0], "cross_attention")
+    assert site.gate is model.get_submodule(cross_name.format(i=0))
+    assert site.name == f"{state.layer_names[0]}.cross_attention"
 
 
 def test_layers_without_cross_attention_are_skipped_for_that_site():

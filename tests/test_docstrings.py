@@ -37,6 +37,8 @@ PUBLIC_MODULES = [
     "vectorgate.patching.config",
     "vectorgate.patching.core",
     "vectorgate.patching.changes",
+    "vectorgate.patching.gate_site",
+    "vectorgate.patching.state",
     "vectorgate.patching.families",
     "vectorgate.patching.files",
     "vectorgate.patching.stacking",

@@ -231,8 +231,10 @@ def test_no_residual_stream_is_kept_alive_after_a_forward():
     model = _build("GPT2Model", "GPT2Config", {"n_layer": 2, "n_embd": 32, "n_head": 4, "vocab_size": 128})
     patch(model)
     _first_output(model, _text_input())
-    held = [c.hooks.x for c in model._vectorgate_patch.changes if hasattr(c, "hooks")]
+    state = patch_state(model)
+    held = [c.hooks.x for c in state.changes if hasattr(c, "hooks")]
     assert held and all(x is None for x in held)
+    assert state.gate_sites and all(site.inflight is None for site in state.gate_sites.values())
 
 
 @pytest.mark.parametrize(("model_cls", "config_cls", "kwargs"), [

@@ -6,8 +6,6 @@ so any variant can stand wherever a VectorGate can.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
@@ -31,6 +29,8 @@ class ResidualGate(nn.Module):
     dim: int
     can_skip: bool = False
     """Whether the gate is known before the branch runs (see :mod:`vectorgate.skip`)."""
+    _hf_init_done: bool = False
+    """Backs :attr:`_is_hf_initialized` (see the comment above it)."""
 
     def residual(self, x: Tensor, f_x: Tensor) -> Tensor:
         """y from x and f_x; shapes ``(..., dim)`` -> ``(..., dim)``."""
@@ -72,13 +72,13 @@ class ResidualGate(nn.Module):
     @property
     def _is_hf_initialized(self) -> bool:
         """transformers' "this module's weights are initialised" flag (see the comment above)."""
-        return bool(self.__dict__.get("_vectorgate_hf_initialized", False))
+        return self._hf_init_done
 
     @_is_hf_initialized.setter
     def _is_hf_initialized(self, value: bool) -> None:
         if value:
             self._init_parameters_not_loaded()
-        self.__dict__["_vectorgate_hf_initialized"] = bool(value)
+        self._hf_init_done = bool(value)
 
     def _init_parameters_not_loaded(self) -> None:
         """Re-apply the gate's own init to the parameters transformers neither loaded nor
@@ -97,14 +97,3 @@ class ResidualGate(nn.Module):
                 params[n].copy_(value)
         for p in params.values():
             p._is_hf_initialized = True
-
-    def _budgeted(self, z: Tensor, f_x: Tensor) -> Tensor:
-        """f_x as a :class:`vectorgate.skip.SkipBudget` attached to this gate wants it (training only).
-
-        The budget records the tokens' skip scores (for its loss) and, once its capacity
-        schedule has begun, zeroes the branch output of the tokens it drops this step.
-        """
-        budget: Any = self.__dict__.get("_skip_budget")
-        if budget is None or not self.training:
-            return f_x
-        return budget.on_gate(self, z, f_x)

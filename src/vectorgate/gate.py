@@ -318,7 +318,6 @@ class VectorGate(ResidualGate):
         """
         if z is None:
             z = self.pre_activation(x)
-        f_x = self._budgeted(z, f_x)
         return exp_gated_residual(x, f_x, z, self.effective_curvature())
 
     def residual_delta(self, x: Tensor, f_x: Tensor, z: Tensor | None = None) -> Tensor:
@@ -329,7 +328,6 @@ class VectorGate(ResidualGate):
         """
         if z is None:
             z = self.pre_activation(x)
-        f_x = self._budgeted(z, f_x)
         return exp_gated_residual(x, f_x, z, self.effective_curvature(), delta=True)
 
     def extra_repr(self) -> str:

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from vectorgate.base import ResidualGate
 from vectorgate.gate import GateOutput, VectorGate
-from vectorgate.patching import Change, SetAttribute
+from vectorgate.patching.gate_site import GateSite
 from vectorgate.skip.gather import run_on_kept
 from vectorgate.variants import build_gate
 
@@ -34,6 +34,10 @@ class GatedResidual(nn.Module):
             runs ``fn`` on the kept tokens only.
         **gate_kwargs: passed to the variant (rank, init_curvature, ...).
 
+    Attributes:
+        site: the :class:`~vectorgate.patching.gate_site.GateSite` that applies the gate (token
+            skipping attaches to it).
+
     Shapes:
         x ``(..., d)`` -> y ``(..., d)``.
     """
@@ -53,15 +57,12 @@ class GatedResidual(nn.Module):
             raise TypeError(f"fn must be a callable module, got {type(fn).__name__}")
         self.fn = fn
         self.gate: ResidualGate = build_gate(variant, dim, **gate_kwargs)
+        self.site = GateSite(self.gate)
         if return_gates and not isinstance(self.gate, VectorGate):
             raise ValueError(f"return_gates=True needs a VectorGate variant; {variant!r} has no (alpha, beta, s)")
         self.variant = variant
         self.return_gates = return_gates
         self.tokenwise = bool(tokenwise)
-
-    def skip_changes(self, site: Any) -> list[Change]:
-        """Used by :func:`vectorgate.skip.enable_skipping`: route this module's forward through ``site``."""
-        return [SetAttribute(self, "_skip_site", site)]
 
     def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor | tuple[Tensor, GateOutput]:
         """``y = gate.residual(x, fn(x, *args, **kwargs))``.
@@ -81,24 +82,24 @@ class GatedResidual(nn.Module):
             TypeError: ``fn`` returned something other than a tensor, or extra arguments
                 were given while tokens are skipped.
         """
-        site = self.__dict__.get("_skip_site")
-        z, keep = (None, None) if site is None else site.decide(x)
-        if site is not None:
-            site.take_z(x)
+        skip = self.site.skip
+        z, keep = (None, None) if skip is None else skip.decide(x)
+        if z is None and isinstance(self.gate, VectorGate):
+            z = self.gate.pre_activation(x)  # checks x before the branch runs
+        elif skip is not None:
+            skip.take_z(x)  # z is used right here; the decision holds nothing past the call
         if keep is not None:
             if args or kwargs:
                 raise TypeError("a GatedResidual that skips tokens calls fn(x) alone; extra arguments cannot be split by token")
             f_x = run_on_kept(self.fn, x, keep)
         else:
-            if z is None and isinstance(self.gate, VectorGate):
-                z = self.gate.pre_activation(x)
             f_x = self.fn(x, *args, **kwargs)
         if not isinstance(f_x, Tensor):
             raise TypeError(
                 f"the branch fn must return a Tensor of x's shape {tuple(x.shape)}, "
                 f"got {type(f_x).__name__}"
             )
-        y = self.gate.residual(x, f_x) if z is None else self.gate.residual(x, f_x, z=z)
+        y = self.site.residual(x, f_x, z=z)
         if self.return_gates:
             if z is None:
                 z = self.gate.pre_activation(x)

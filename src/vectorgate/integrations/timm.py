@@ -26,8 +26,8 @@ skips the block entirely (``y = x``), which is what stochastic depth means.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
@@ -47,8 +47,6 @@ from vectorgate.patching import (
     GateConfig,
     register_family,
 )
-from vectorgate.patching.stacking import stack_hooked_site
-from vectorgate.skip.adapters import hooked_branch_skip_changes
 from vectorgate.variants import build_gate
 
 try:
@@ -231,7 +229,11 @@ class TimmViTFamily(Family):
     )
     sites = ("attention", "mlp")
     skip_sites = ("mlp",)
+    # The MLP runs on the kept tokens; the hook on ls2 (LayerScale maps 0 to 0) makes the delta.
+    skip_branches: ClassVar[dict[str, str]] = {"mlp": "mlp"}
     gate_sources = ("x", "normed")
+    # With gate_source="normed" the gate reads norm1/norm2's output, as attn.qkv / mlp.fc1 do.
+    stack_targets: ClassVar[dict[str, str]] = {"attention": "attn.qkv", "mlp": "mlp.fc1"}
 
     structural = True
 
@@ -266,14 +268,3 @@ class TimmViTFamily(Family):
             out.append(GateBranchOutput(getattr(layer, scale), gate, capture=getattr(layer, norm)))
         return out
 
-    def gate_at(self, layer: nn.Module, site: str) -> ResidualGate:
-        return getattr(layer, _SITES[site][2])
-
-    def stack_changes(self, layer: nn.Module, site: str, patch_changes: Sequence[Change]) -> list[Change]:
-        # With gate_source="normed" the gate reads norm1/norm2's output, as attn.qkv / mlp.fc1 do.
-        target = {"attention": "attn.qkv", "mlp": "mlp.fc1"}[site]
-        return stack_hooked_site(layer, target, self.gate_at(layer, site), patch_changes)
-
-    def skip_changes(self, layer: nn.Module, site: str, skip: Any, patch_changes: Sequence[Change]) -> list[Change]:
-        # The MLP runs on the kept tokens; the hook on ls2 (LayerScale maps 0 to 0) makes the delta.
-        return hooked_branch_skip_changes(layer.mlp, layer.ls2, skip, patch_changes)

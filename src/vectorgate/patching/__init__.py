@@ -5,6 +5,10 @@ One concern a module:
 - :mod:`~vectorgate.patching.config`: :class:`GateConfig`, what to gate and how.
 - :mod:`~vectorgate.patching.core`: :func:`patch`, :func:`unpatch`, :class:`PatchState`.
 - :mod:`~vectorgate.patching.changes`: the reversible edits integrations are made of.
+- :mod:`~vectorgate.patching.gate_site`: :class:`GateSite`, one gated residual: its gate, what the
+  gate reads and where its pre-activation comes from (stacked GEMM, skip decision).
+- :mod:`~vectorgate.patching.state`: :class:`ModelState`, what vectorgate did to a model, as
+  a stack of edit groups (patch, stack, skip).
 - :mod:`~vectorgate.patching.families`: the family registry and integration loading.
 - :mod:`~vectorgate.patching.files`: :func:`save_gates` / :func:`load_gates`.
 - :mod:`~vectorgate.patching.stacking`: :func:`stack_gate_projections`, one GEMM for a
@@ -39,7 +43,9 @@ from vectorgate.patching.families import (
     register_integration,
 )
 from vectorgate.patching.files import load_gates, read_gate_config, save_gates
+from vectorgate.patching.gate_site import GateSite
 from vectorgate.patching.stacking import stack_gate_projections
+from vectorgate.patching.state import EditGroup, ModelState, model_state
 from vectorgate.patching.training import (
     make_gate_adapter,
     mark_only_gates_trainable,
@@ -52,9 +58,12 @@ __all__ = [
     "FAMILIES",
     "AddModule",
     "Change",
+    "EditGroup",
     "Family",
     "GateBranchOutput",
     "GateConfig",
+    "GateSite",
+    "ModelState",
     "PatchState",
     "ReplaceModule",
     "SetAttribute",
@@ -70,6 +79,7 @@ __all__ = [
     "make_gate_adapter",
     "mark_only_gates_trainable",
     "matches_module",
+    "model_state",
     "param_groups",
     "patch",
     "patch_state",

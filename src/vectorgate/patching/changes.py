@@ -7,7 +7,7 @@ applied ones if anything fails, so a model is either fully patched or left as it
 - :class:`AddModule`: register new children (the gates of a hooked layer).
 - :class:`SetAttribute`: an instance attribute such as a ``forward`` override.
 - :class:`GateBranchOutput`: forward hooks that turn a branch's output ``f`` into the gate's
-  delta ``expm1(s) * x + exp(-s) * f`` (:meth:`ResidualGate.residual_delta`), for hosts that
+  delta ``expm1(s) * x + exp(-s) * f`` (:meth:`GateSite.residual_delta`), for hosts that
   add the residual themselves (``x + f``): the host then computes ``alpha * x + beta * f``
   and, at the identity init, exactly ``x + f``. The residual stream ``x`` is read either from
   the branch's own input (post-LN blocks whose branch reads x) or captured by a forward
@@ -22,10 +22,9 @@ from typing import Any
 from torch import Tensor, nn
 
 from vectorgate.base import ResidualGate
+from vectorgate.patching.gate_site import GateSite
 
 __all__ = ["AddModule", "Change", "GateBranchOutput", "ReplaceModule", "SetAttribute", "apply_all"]
-
-
 
 
 class Change:
@@ -38,6 +37,11 @@ class Change:
     def revert(self) -> None:
         """Undo :meth:`apply` exactly (by :func:`vectorgate.unpatch`, or when a later change fails)."""
         raise NotImplementedError
+
+    def gate_sites(self) -> list[GateSite]:
+        """The :class:`~vectorgate.patching.gate_site.GateSite` objects this edit installs (so
+        :func:`vectorgate.patch` can name them and stacking and skipping can reach them)."""
+        return []
 
 
 def apply_all(changes: Sequence[Change], finish: Callable[[], None] | None = None) -> None:
@@ -68,6 +72,10 @@ class ReplaceModule(Change):
 
     def revert(self) -> None:
         setattr(self.parent, self.name, self.old)
+
+    def gate_sites(self) -> list[GateSite]:
+        site = getattr(self.new, "site", None)  # a gated drop-in module keeps its site as .site
+        return [site] if isinstance(site, GateSite) else []
 
 
 class AddModule(Change):
@@ -125,61 +133,43 @@ class _DeltaHooks:
 
     ``x`` is the residual stream of the call in progress: set by :meth:`capture` just before
     the branch runs and cleared by :meth:`replace_output`, so no tensor outlives the layer
-    call. With ``normed`` (``GateConfig.gate_source="normed"``) the gate reads ``n``, the
-    pre-norm's output, captured by :meth:`capture_normed` and cleared alike. Gradient
-    checkpointing re-runs the layer's forward, which re-runs the hooks in the same order, so
-    the recomputation reads its own tensors.
+    call. What the gate reads (x, or the pre-norm's output n with ``reads="normed"``) is put
+    on the site as ``site.inflight`` and cleared alike. Gradient checkpointing re-runs the
+    layer's forward, which re-runs the hooks in the same order, so the recomputation reads
+    its own tensors.
     """
 
-    def __init__(self, gate: ResidualGate) -> None:
-        self.gate = gate
-        self.normed = False
+    def __init__(self, site: GateSite) -> None:
+        self.site = site
         self.x: Tensor | None = None
-        self.n: Tensor | None = None
-        self.z_source: Any = None
-        """Set while token skipping is on: ``z_source(t)`` returns the z the skip decision
-        already computed from this gate input t (or None), so the gate does not project twice."""
-        self.link: Any = None
-        """Set by :func:`vectorgate.stack_gate_projections`: ``link.take(n)`` returns the
-        z the stacked GEMM computed from this very n (or None)."""
-
-    @property
-    def gate_in(self) -> Tensor | None:
-        """The tensor the gate's projection reads in the call in progress: n or x."""
-        return self.n if self.normed else self.x
-
-    def _delta(self, x: Tensor, f: Tensor, gate_in: Tensor) -> Tensor:
-        z = None if self.z_source is None else self.z_source(gate_in)
-        if z is None and self.link is not None:
-            z = self.link.take(gate_in)
-        if z is None and self.normed:
-            z = self.gate.pre_activation(gate_in)
-        return self.gate.residual_delta(x, f) if z is None else self.gate.residual_delta(x, f, z)
 
     def capture(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
         self.x = _first_tensor_input(args, kwargs, module)
+        if self.site.reads == "x":
+            self.site.inflight = self.x
 
     def capture_normed(self, module: nn.Module, args: tuple, kwargs: dict[str, Any], output: Any) -> None:
         if not isinstance(output, Tensor):
             raise TypeError(f"vectorgate expected {type(module).__name__} (a pre-norm) to return a Tensor, "
                             f"got {type(output).__name__}")
-        self.n = output
+        self.site.inflight = output
 
     def replace_output(self, module: nn.Module, args: tuple, kwargs: dict[str, Any], output: Any) -> Any:
-        x, gate_in = self.x, self.gate_in
-        self.x = self.n = None
+        site = self.site
+        x, gate_in = self.x, site.inflight
+        self.x = site.inflight = None
         if x is None or gate_in is None:
             raise RuntimeError(
                 f"vectorgate: {type(module).__name__} ran before the module that reads its residual "
                 "input; this layer's forward does not follow the order its family expects"
             )
-        return _with_first(output, lambda f: self._delta(x, f, gate_in))
+        return _with_first(output, lambda f: site.residual_delta(x, f, gate_in))
 
     def replace_output_reading_input(
         self, module: nn.Module, args: tuple, kwargs: dict[str, Any], output: Any
     ) -> Any:
         x = _first_tensor_input(args, kwargs, module)
-        return _with_first(output, lambda f: self._delta(x, f, x))
+        return _with_first(output, lambda f: self.site.residual_delta(x, f, x))
 
 
 def _with_first(output: Any, fn) -> Any:
@@ -221,14 +211,15 @@ class GateBranchOutput(Change):
 
     Args:
         branch: the module whose output the host adds to the residual stream x.
-        gate: the gate for this site.
+        gate: the gate for this site, or its :class:`~vectorgate.patching.gate_site.GateSite`.
         capture: the module called with x just before ``branch`` (the pre-norm), or None
             when ``branch`` itself is called with x as first argument.
     """
 
-    def __init__(self, branch: nn.Module, gate: ResidualGate, capture: nn.Module | None) -> None:
+    def __init__(self, branch: nn.Module, gate: ResidualGate | GateSite, capture: nn.Module | None) -> None:
         self.branch, self.capture = branch, capture
-        self.hooks = _DeltaHooks(gate)
+        self.site = gate if isinstance(gate, GateSite) else GateSite(gate)
+        self.hooks = _DeltaHooks(self.site)
         self.handles: list[Any] = []
         self.recompile = SetAttribute(branch, "forward", _InstanceForward(branch))
 
@@ -239,7 +230,7 @@ class GateBranchOutput(Change):
         Raises:
             ValueError: the site has no pre-norm, or its gate cannot take a precomputed z.
         """
-        gate = self.hooks.gate
+        gate = self.site.gate
         if self.capture is None:
             raise ValueError(f"gate_source='normed': the site of {type(self.branch).__name__} has no pre-norm to read")
         if not gate.can_skip:
@@ -248,7 +239,10 @@ class GateBranchOutput(Change):
                 f"residual(x, f, z)); {type(gate).__name__} does not (variants that do: vectorgate, "
                 "vectorgate_lowrank, vectorgate_scalar, gateskip[gate_input=x], mod_router)"
             )
-        self.hooks.normed = True
+        self.site.reads = "normed"
+
+    def gate_sites(self) -> list[GateSite]:
+        return [self.site]
 
     def apply(self) -> None:
         self.recompile.apply()
@@ -260,7 +254,7 @@ class GateBranchOutput(Change):
             self.handles.append(
                 self.capture.register_forward_pre_hook(self.hooks.capture, with_kwargs=True)
             )
-            if self.hooks.normed:
+            if self.site.reads == "normed":
                 self.handles.append(
                     self.capture.register_forward_hook(self.hooks.capture_normed, with_kwargs=True)
                 )
@@ -272,7 +266,7 @@ class GateBranchOutput(Change):
         for handle in self.handles:
             handle.remove()
         self.handles.clear()
-        self.hooks.x = self.hooks.n = None
+        self.hooks.x = self.site.inflight = None
         self.recompile.revert()
 
 

@@ -3,7 +3,8 @@
 :func:`patch` finds the model's family (:mod:`vectorgate.patching.families`), builds every
 gate and every :class:`~vectorgate.patching.changes.Change` first and only then applies them,
 undoing the applied ones if anything fails, so a model is either fully patched or left
-exactly as it was. What was done is kept on the model as a :class:`PatchState`.
+exactly as it was. What was done is the ``"patch"`` group of the model's
+:class:`~vectorgate.patching.state.ModelState`, owned by a :class:`PatchState`.
 """
 
 from __future__ import annotations
@@ -14,20 +15,16 @@ from typing import Any
 
 from torch import nn
 
+import vectorgate.patching.state as model_edits
 from vectorgate.base import ResidualGate
 from vectorgate.discovery import gates
-from vectorgate.patching.changes import Change, GateBranchOutput, apply_all
+from vectorgate.patching.changes import Change, GateBranchOutput
 from vectorgate.patching.config import GateConfig
 from vectorgate.patching.families import find_family
+from vectorgate.patching.gate_site import GateSite
 from vectorgate.variants import DEPTH_AWARE_VARIANTS, build_gate
 
-__all__ = ["PatchState", "gate_config", "is_patched", "patch", "patch_state", "unpatch"]
-
-#: Attribute of a patched model that holds its :class:`PatchState`.
-_STATE_ATTR = "_vectorgate_patch"
-#: Attribute that :mod:`vectorgate.skip` sets while token skipping is enabled.
-_SKIPPING_ATTR = "_vectorgate_skipping"
-
+__all__ = ["PatchState", "gate_config", "is_patched", "patch", "patch_state", "site_name", "unpatch"]
 
 @dataclass
 class PatchState:
@@ -39,12 +36,19 @@ class PatchState:
         layer_names: qualified names of the gated layers, in ``layers`` order.
         dims: qualified gate module name -> feature dimension.
         changes: the applied edits, reverted by :func:`unpatch`.
+        gate_sites: ``"<layer name>.<site>"`` -> its :class:`~vectorgate.patching.gate_site.GateSite`,
+            for every site the family gated through one (all built-in families do).
     """
 
     config: GateConfig
     layer_names: tuple[str, ...]
     dims: dict[str, int] = field(default_factory=dict)
     changes: list[Change] = field(default_factory=list, repr=False)
+    gate_sites: dict[str, GateSite] = field(default_factory=dict, repr=False)
+
+    def gate_site(self, layer_name: str, site: str) -> GateSite | None:
+        """The :class:`GateSite` of ``site`` in the gated layer ``layer_name``, else None."""
+        return self.gate_sites.get(site_name(layer_name, site))
 
     @property
     def family(self) -> str:
@@ -81,9 +85,14 @@ class PatchState:
         self.config = self.config.replace(modules_to_save=value)
 
 
+def site_name(layer_name: str, site: str) -> str:
+    """A site's qualified name: ``"<layer name>.<site>"`` (just the site for a root layer)."""
+    return f"{layer_name}.{site}" if layer_name else site
+
+
 def patch_state(model: nn.Module) -> PatchState | None:
     """The :class:`PatchState` of a model patched by :func:`patch`, else None."""
-    return getattr(model, _STATE_ATTR, None)
+    return model_edits.owner(model, "patch")
 
 
 def gate_config(model: nn.Module) -> GateConfig | None:
@@ -193,9 +202,10 @@ def patch(model: nn.Module, config: GateConfig | None = None, /, **kwargs: Any) 
         gate_kwargs.setdefault("depth", sum(len(s) for _, s in present_sites))
         gate_kwargs.setdefault("log_gain_budget", config.log_gain_budget)
     changes: list[Change] = []
+    gate_sites: dict[str, GateSite] = {}
     gated_sites: set[str] = set()
     for i, layer_sites in present_sites:
-        _, layer = found[i]
+        layer_name, layer = found[i]
         # The layer's device, and its dtype unless the config asks for another.
         factory = {k: v for k, v in _layer_factory(layer).items() if k not in gate_kwargs}
         layer_gates = {}
@@ -208,6 +218,12 @@ def patch(model: nn.Module, config: GateConfig | None = None, /, **kwargs: Any) 
             for change in layer_changes:
                 if isinstance(change, GateBranchOutput):
                     change.read_normed()
+        by_gate = {id(gs.gate): gs for change in layer_changes for gs in change.gate_sites()}
+        for site, gate in layer_gates.items():
+            gs = by_gate.get(id(gate))
+            if gs is not None:
+                gs.name = site_name(layer_name, site)
+                gate_sites[gs.name] = gs
         changes.extend(layer_changes)
     if config.sites is not None and set(sites) - gated_sites:
         raise ValueError(
@@ -215,16 +231,14 @@ def patch(model: nn.Module, config: GateConfig | None = None, /, **kwargs: Any) 
         )
     sites = tuple(s for s in sites if s in gated_sites)
 
-    def record() -> None:
-        state = PatchState(
-            config=config.replace(family=fam.name, sites=sites, layers=chosen),
-            layer_names=tuple(found[i][0] for i in chosen),
-            dims={name: g.dim for name, g in gates(model)},
-            changes=changes,
-        )
-        object.__setattr__(model, _STATE_ATTR, state)
-
-    apply_all(changes, record)
+    state = PatchState(
+        config=config.replace(family=fam.name, sites=sites, layers=chosen),
+        layer_names=tuple(found[i][0] for i in chosen),
+        changes=changes,
+        gate_sites=gate_sites,
+    )
+    model_edits.push(model, "patch", changes, owner=state)
+    state.dims = {name: g.dim for name, g in gates(model)}
     return model
 
 
@@ -235,15 +249,7 @@ def unpatch(model: nn.Module) -> nn.Module:
     Raises:
         ValueError: the model is not patched.
     """
-    state = patch_state(model)
-    if state is None:
+    if patch_state(model) is None:
         raise ValueError(f"{type(model).__name__} is not patched by vectorgate")
-    skipping = getattr(model, _SKIPPING_ATTR, None)  # vectorgate.skip edits sit on top
-    if skipping is not None:
-        for change in reversed(skipping.changes):
-            change.revert()
-        object.__delattr__(model, _SKIPPING_ATTR)
-    for change in reversed(state.changes):
-        change.revert()
-    object.__delattr__(model, _STATE_ATTR)
+    model_edits.pop(model, "patch")  # the skipping and stacking edits above it go first
     return model

@@ -19,13 +19,14 @@ import importlib
 import importlib.metadata
 import importlib.util
 import os
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import nn
 
 from vectorgate.base import ResidualGate
 from vectorgate.patching.changes import Change
+from vectorgate.patching.gate_site import GateSite
 
 if TYPE_CHECKING:
     from vectorgate.patching.config import GateConfig
@@ -64,14 +65,24 @@ _loaded: set[str] = set()
 class Family:
     """How to gate one kind of model. Subclass, set the class attributes, implement the methods.
 
+    What a site is, beyond the edits that gate it, is data: the features (stacking,
+    skipping) read these attributes and need no method of their own.
+
     Attributes:
         name: registry key (e.g. ``"bert"``), stored in saved gate configs.
         description: the models it covers (listed by :func:`describe_families`).
         expects: the module structure it recognises, in words (listed with ``description``).
         sites: every residual site a layer of this family can have, in forward order.
         skip_sites: sites whose branch :mod:`vectorgate.skip` can run on the kept tokens only.
+        skip_branches: site -> dotted path (from the layer) of its token-wise branch, for sites
+            gated by :class:`GateBranchOutput`: token skipping runs that module on the kept
+            tokens. Sites of :attr:`skip_sites` not listed here need :meth:`skip_changes`.
         gate_sources: the values of :attr:`GateConfig.gate_source` the family supports;
             ``"normed"`` needs sites gated by :class:`GateBranchOutput` with a pre-norm.
+        stack_targets: site -> dotted path (from the layer) of the branch's first projection,
+            into which :func:`vectorgate.stack_gate_projections` stacks the gate's.
+        stack_reads: what those projections read: ``"normed"`` (a pre-norm's output: only
+            gates patched with ``gate_source="normed"`` read it too) or ``"x"``.
     """
 
     name: str = ""
@@ -79,7 +90,10 @@ class Family:
     expects: str = ""
     sites: tuple[str, ...] = ("attention", "mlp")
     skip_sites: tuple[str, ...] = ()
+    skip_branches: ClassVar[dict[str, str]] = {}
     gate_sources: tuple[str, ...] = ("x",)
+    stack_targets: ClassVar[dict[str, str]] = {}
+    stack_reads: str = "normed"
 
     def find_layers(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
         """The residual layers of ``model`` in forward order, as (qualified name, layer).
@@ -113,25 +127,16 @@ class Family:
         """Feature dimension d of the residual stream at ``site`` of ``layer``."""
         raise NotImplementedError
 
-    def gate_at(self, layer: nn.Module, site: str) -> ResidualGate:
-        """The gate :func:`vectorgate.patch` put at ``site`` of ``layer``."""
-        raise NotImplementedError(f"family {self.name!r} does not say where its gates live")
-
-    def skip_changes(self, layer: nn.Module, site: str, skip: Any, patch_changes: Sequence[Change]) -> list[Change]:
+    def skip_changes(self, layer: nn.Module, site: str, gate_site: GateSite, skip: Any) -> list[Change]:
         """The reversible edits that make ``site`` of a patched ``layer`` run its branch on the
-        tokens ``skip`` (a :class:`vectorgate.skip.SkipSite`) keeps; see :mod:`vectorgate.skip`."""
+        tokens ``skip`` (a :class:`vectorgate.skip.SkipSite`) keeps, for a site whose branch is
+        not simply one module (see :attr:`skip_branches`); see :mod:`vectorgate.skip`."""
         raise NotImplementedError(f"family {self.name!r} cannot skip tokens at site {site!r}")
 
     def changes(self, layer: nn.Module, gates: dict[str, ResidualGate]) -> list[Change]:
         """The edits that gate ``layer``'s sites (``gates`` maps site -> gate). Must not
         modify anything: :func:`vectorgate.patch` applies them."""
         raise NotImplementedError
-
-    def stack_changes(self, layer: nn.Module, site: str, patch_changes: Sequence[Change]) -> list[Change]:
-        """The edits that stack the gate projection of ``site`` of a patched ``layer`` with the
-        branch projection that reads the same tensor (see
-        :func:`vectorgate.stack_gate_projections`); ``[]`` where that cannot be done. Default: ``[]``."""
-        return []
 
     @staticmethod
     def layers_of_class(model: nn.Module, class_names: Iterable[str]) -> list[tuple[str, nn.Module]]:

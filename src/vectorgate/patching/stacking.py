@@ -15,22 +15,16 @@ differently), which is why it is opt-in.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+import vectorgate.patching.state as model_edits
 from vectorgate.gate import LowRankProjection, VectorGate
-from vectorgate.patching.changes import (
-    Change,
-    GateBranchOutput,
-    ReplaceModule,
-    SetAttribute,
-    apply_all,
-)
+from vectorgate.patching.changes import Change, ReplaceModule, SetAttribute
 from vectorgate.patching.core import patch_state
-from vectorgate.patching.families import FAMILIES
+from vectorgate.patching.families import FAMILIES, Family
+from vectorgate.patching.gate_site import GateSite
 
 __all__ = [
     "UNSTACK_BEFORE_SKIPPING",
@@ -38,8 +32,7 @@ __all__ = [
     "StackedProjection",
     "is_stackable",
     "stack_gate_projections",
-    "stack_hooked_site",
-    "stack_into",
+    "stack_site",
 ]
 
 #: The error token skipping raises on a stacked site (it runs the branch on some rows only).
@@ -118,12 +111,12 @@ class StackedProjection(nn.Module):
                              f"reads {self.in_features}: they do not read the same tensor")
         self.weight = host.weight
         self.bias = host.bias
-        self.__dict__["_host_type"] = type(host).__name__
-        self.__dict__["_link"] = link  # not a submodule: the gate is registered where it lives
+        self.host_type = type(host).__name__
+        self.link = link  # a plain object, not a submodule: the gate is registered where it lives
 
     def forward(self, x: Tensor) -> Tensor:
         """The host's output for ``x (..., in_features)``; the gate's part goes to the link."""
-        gate = self._link.first
+        gate = self.link.first
         host_w = self.weight.t() if self.transposed else self.weight
         weight = torch.cat([host_w, gate.weight.to(host_w.dtype)])
         bias = None
@@ -133,48 +126,43 @@ class StackedProjection(nn.Module):
             bias = torch.cat([host_b, gate_b.to(host_b.dtype)])
         out = F.linear(x, weight, bias)
         host_out, gate_out = out.split([self.out_features, gate.out_features], dim=-1)
-        self._link.put(x, gate_out)
+        self.link.put(x, gate_out)
         return host_out
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"{self._host_type} stacked with the gate")
+                f"{self.host_type} stacked with the gate")
 
 
-def stack_into(parent: nn.Module, name: str, gate: VectorGate, holder: object, attr: str) -> list[Change]:
-    """The two edits of one stacked site: ``parent.<name>`` becomes a :class:`StackedProjection`
-    with ``gate``'s first projection, and ``holder.<attr>`` the :class:`GateLink` the gate's
-    caller takes z from."""
-    link = GateLink(gate)
-    return [ReplaceModule(parent, name, StackedProjection(getattr(parent, name), link)), SetAttribute(holder, attr, link)]
-
-
-def stack_hooked_site(layer: nn.Module, target: str, gate: VectorGate, patch_changes: Sequence[Change]) -> list[Change]:
-    """The edits that stack a pre-norm site patched with ``gate_source="normed"``.
+def stack_site(layer: nn.Module, target: str, site: GateSite, family: Family) -> list[Change]:
+    """The two edits that stack one site: the branch projection at ``target`` becomes a
+    :class:`StackedProjection` computing the gate's first projection too, and the site takes
+    its z from the :class:`GateLink` between them.
 
     Args:
         layer: the gated layer.
-        target: dotted path from ``layer`` to the branch's first projection (reads the norm's output).
-        gate: the site's gate.
-        patch_changes: the changes :func:`vectorgate.patch` applied (to find the site's hooks).
+        target: dotted path from ``layer`` to the branch's first projection
+            (:attr:`Family.stack_targets`), which reads :attr:`Family.stack_reads`.
+        site: the site's :class:`GateSite`.
+        family: the layer's family.
 
     Returns:
-        The two changes (replace the projection, attach the link to the site's hooks), or
-        ``[]`` when the gate is not a :class:`VectorGate`.
+        The two changes, or ``[]`` when the gate is not a :class:`VectorGate`.
 
     Raises:
-        ValueError: the site reads x (patched with ``gate_source="x"``), or ``target`` is not a
-            projection that can be stacked.
+        ValueError: the gate reads another tensor than the projection (a pre-norm site
+            patched with ``gate_source="x"``), or ``target`` is not a projection that can be
+            stacked.
     """
-    if not isinstance(gate, VectorGate):
+    if not isinstance(site.gate, VectorGate):
         return []
-    hooks = next((c.hooks for c in patch_changes if isinstance(c, GateBranchOutput) and c.hooks.gate is gate), None)
-    if hooks is None:
-        raise ValueError(f"no vectorgate hook on {type(layer).__name__} for this gate")
-    if not hooks.normed:
+    if site.reads != family.stack_reads:
         raise ValueError(
             "this model's gates read x, which no branch projection reads in a pre-norm layer; patch "
             "with gate_source='normed' (the gate reads the pre-norm's output, like the branch) to stack"
+            if family.stack_reads == "normed" else
+            f"the gate of {site.name} reads {site.reads!r}, the branch projection {target} reads "
+            f"{family.stack_reads!r}: they do not read the same tensor"
         )
     parent_path, _, name = target.rpartition(".")
     parent = layer.get_submodule(parent_path) if parent_path else layer
@@ -184,7 +172,8 @@ def stack_hooked_site(layer: nn.Module, target: str, gate: VectorGate, patch_cha
             f"cannot stack the gate into {type(layer).__name__}.{target}: expected an nn.Linear or Conv1D "
             f"there, found {type(host).__name__}"
         )
-    return stack_into(parent, name, gate, hooks, "link")
+    link = GateLink(site.gate)
+    return [ReplaceModule(parent, name, StackedProjection(host, link)), SetAttribute(site, "link", link)]
 
 
 def stack_gate_projections(model: nn.Module) -> int:
@@ -217,21 +206,24 @@ def stack_gate_projections(model: nn.Module) -> int:
     state = patch_state(model)
     if state is None:
         raise ValueError(f"{type(model).__name__} is not patched by vectorgate; call vectorgate.patch first")
-    if any(isinstance(m, StackedProjection) for m in model.modules()):
+    edits = model_edits.model_state(model)
+    if edits is not None and edits.find("stack") is not None:
         raise ValueError("the gate projections of this model are stacked already")
+    if edits is not None and edits.find("skip") is not None:
+        raise ValueError("token skipping is on: call vectorgate.skip.disable_skipping(model) before stacking")
     family = FAMILIES[state.family]
     changes: list[Change] = []
     for name in state.layer_names:
         layer = model.get_submodule(name)
         for site in family.layer_sites(layer):
-            if site in state.sites:
-                changes += family.stack_changes(layer, site, state.changes)
+            gate_site, target = state.gate_site(name, site), family.stack_targets.get(site)
+            if site in state.sites and gate_site is not None and target is not None:
+                changes += stack_site(layer, target, gate_site, family)
     count = sum(isinstance(c, ReplaceModule) and isinstance(c.new, StackedProjection) for c in changes)
     if not count:
         raise ValueError(
             f"nothing to stack in this {type(model).__name__} (family {family.name!r}, variant "
             f"{state.variant!r}): stacking needs VectorGate gates and a family that supports it"
         )
-    apply_all(changes)
-    state.changes.extend(changes)  # unpatch reverts them first (it walks the list backwards)
+    model_edits.push(model, "stack", changes)  # unpatch undoes them before the gates
     return count

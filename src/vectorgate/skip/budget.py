@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from vectorgate.base import ResidualGate
+from vectorgate.patching.gate_site import GateSite
 from vectorgate.skip.control import find_skip_sites
 
 __all__ = ["SkipBudget", "check_skip_ratio"]
@@ -71,12 +72,16 @@ class SkipBudget:
         self.steps_done = 0
         self.token_mask: Tensor | None = None
         self._penalties: list[Tensor] = []
-        self.gates: list[ResidualGate] = [gate for _, gate, _ in find_skip_sites(model)]
-        for gate in self.gates:
-            if "_skip_budget" in gate.__dict__:
-                raise ValueError("a SkipBudget is already attached to this model; call its remove() first")
-        for gate in self.gates:
-            gate.__dict__["_skip_budget"] = self
+        self.sites: list[GateSite] = [site for _, _, site in find_skip_sites(model)]
+        if any(site.budget is not None for site in self.sites):
+            raise ValueError("a SkipBudget is already attached to this model; call its remove() first")
+        for site in self.sites:
+            site.budget = self
+
+    @property
+    def gates(self) -> list[ResidualGate]:
+        """The gates this budget trains, one per skippable site."""
+        return [site.gate for site in self.sites]
 
     @property
     def ratio(self) -> float:
@@ -135,10 +140,10 @@ class SkipBudget:
 
     def remove(self) -> None:
         """Detach from the gates (they train and run as before)."""
-        for gate in self.gates:
-            if gate.__dict__.get("_skip_budget") is self:
-                del gate.__dict__["_skip_budget"]
-        self.gates = []
+        for site in self.sites:
+            if site.budget is self:
+                site.budget = None
+        self.sites = []
 
     def __enter__(self) -> SkipBudget:
         return self
@@ -148,4 +153,4 @@ class SkipBudget:
 
     def __repr__(self) -> str:
         return (f"SkipBudget(target={self.target}, ratio now={self.ratio:.3f}, weight={self.weight}, "
-                f"warmup_steps={self.warmup_steps}, drop={self.drop}, gates={len(self.gates)})")
+                f"warmup_steps={self.warmup_steps}, drop={self.drop}, sites={len(self.sites)})")

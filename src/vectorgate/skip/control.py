@@ -3,36 +3,31 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from torch import Tensor, nn
 
+import vectorgate.patching.state as model_edits
 from vectorgate.base import ResidualGate
-from vectorgate.patching import FAMILIES, Change, patch_state
-from vectorgate.patching.changes import apply_all
+from vectorgate.patching import FAMILIES, Change, GateSite, SetAttribute, patch_state
+from vectorgate.patching.stacking import UNSTACK_BEFORE_SKIPPING
+from vectorgate.skip.adapters import branch_skip_changes
 from vectorgate.skip.decision import SkipSite
 
 __all__ = ["SkipController", "disable_skipping", "enable_skipping", "find_skip_sites", "skip_controller"]
 
-_ATTR = "_vectorgate_skipping"
+#: How to make one site skip: its name, its GateSite, and the edits for a given SkipSite.
+_Target = tuple[str, GateSite, Callable[[SkipSite], list[Change]]]
 
 
-def find_skip_sites(model: nn.Module) -> list[tuple[str, ResidualGate, Any]]:
-    """Every branch of ``model`` that can skip tokens, in forward order.
-
-    Returns:
-        ``(name, gate, where)`` triples; ``where`` is ``(family, layer, site)`` for a site
-        gated by :func:`vectorgate.patch`, or the :class:`~vectorgate.GatedResidual` itself.
-
-    Raises:
-        ValueError: nothing in ``model`` can skip, with the reason (not patched, a variant
-            whose gate is only known after the branch, no token-wise branch).
-    """
+def _skip_targets(model: nn.Module) -> list[_Target]:
+    """Every branch of ``model`` that can skip tokens, in forward order (see :func:`find_skip_sites`)."""
     from vectorgate.residual import GatedResidual
 
-    out: list[tuple[str, ResidualGate, Any]] = []
+    out: list[_Target] = []
     state = patch_state(model)
     reasons: list[str] = []
     if state is not None:
@@ -44,13 +39,18 @@ def find_skip_sites(model: nn.Module) -> list[tuple[str, ResidualGate, Any]]:
         for layer_name in state.layer_names:
             layer = model.get_submodule(layer_name)
             for site in sites:
-                gate = fam.gate_at(layer, site)
-                if not gate.can_skip:
+                gate_site = state.gate_site(layer_name, site)
+                if gate_site is None:
+                    continue  # a layer without this site (e.g. no cross-attention)
+                if not gate_site.gate.can_skip:
                     raise ValueError(
                         f"the {state.variant!r} gates of this model cannot skip tokens: "
-                        f"{gate._cannot_skip()}"
+                        f"{gate_site.gate._cannot_skip()}"
                     )
-                out.append((f"{layer_name}.{site}" if layer_name else site, gate, (fam, layer, site)))
+                branch = fam.skip_branches.get(site)  # one token-wise module, else the family's own edits
+                edits = (functools.partial(branch_skip_changes, layer.get_submodule(branch), gate_site)
+                         if branch is not None else functools.partial(fam.skip_changes, layer, site, gate_site))
+                out.append((gate_site.name, gate_site, edits))
     for name, module in model.named_modules():
         if isinstance(module, GatedResidual):
             if not module.tokenwise:
@@ -58,17 +58,36 @@ def find_skip_sites(model: nn.Module) -> list[tuple[str, ResidualGate, Any]]:
             elif not module.gate.can_skip:
                 raise ValueError(f"GatedResidual {name or '(root)'}: {module.gate._cannot_skip()}")
             else:
-                out.append((name or "root", module.gate, module))
+                out.append((name or "root", module.site,
+                            lambda skip, gs=module.site: [SetAttribute(gs, "skip", skip)]))
     if not out:
         why = "; ".join(reasons) or f"{type(model).__name__} is neither patched by vectorgate.patch nor holds a GatedResidual"
         raise ValueError(f"no branch of this model can skip tokens: {why}")
     return out
 
 
+def find_skip_sites(model: nn.Module) -> list[tuple[str, ResidualGate, GateSite]]:
+    """Every branch of ``model`` that can skip tokens, in forward order.
+
+    Returns:
+        ``(name, gate, site)`` triples: the site's qualified name (``<layer>.<site>``, or the
+        module name of a :class:`~vectorgate.GatedResidual`), its gate and its
+        :class:`~vectorgate.patching.GateSite`.
+
+    Raises:
+        ValueError: nothing in ``model`` can skip, with the reason (not patched, a variant
+            whose gate is only known after the branch, no token-wise branch).
+    """
+    return [(name, gs.gate, gs) for name, gs, _ in _skip_targets(model)]
+
+
 class SkipController:
     """The skipping state of one model: its sites, thresholds, counts and recordings.
 
     Made by :func:`enable_skipping`; find it again with :func:`skip_controller`.
+
+    Raises:
+        ValueError: the model's gate projections are stacked, or nothing in it can skip.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -77,15 +96,13 @@ class SkipController:
         self.recording = False
         self.token_mask: Tensor | None = None
         self._mask_count: tuple[Tensor, int] | None = None  # (token_mask, its real tokens), counted once
-        state = patch_state(model)
-        for name, gate, where in find_skip_sites(model):
-            site = SkipSite(name, gate, self)
+        edits = model_edits.model_state(model)
+        if edits is not None and edits.find("stack") is not None:
+            raise ValueError(UNSTACK_BEFORE_SKIPPING)
+        for name, gate_site, make_changes in _skip_targets(model):
+            site = SkipSite(name, gate_site.gate, self)
             self.sites[name] = site
-            if isinstance(where, tuple):
-                fam, layer, site_name = where
-                self.changes.extend(fam.skip_changes(layer, site_name, site, state.changes))
-            else:
-                self.changes.extend(where.skip_changes(site))
+            self.changes.extend(make_changes(site))
 
     # -- thresholds ---------------------------------------------------------------------
 
@@ -185,7 +202,7 @@ class SkipController:
 
 def skip_controller(model: nn.Module) -> SkipController | None:
     """The :class:`SkipController` :func:`enable_skipping` put on ``model``, else None."""
-    return getattr(model, _ATTR, None)
+    return model_edits.owner(model, "skip")
 
 
 def enable_skipping(model: nn.Module, thresholds: float | Mapping[str, float] | None = None) -> SkipController:
@@ -214,7 +231,7 @@ def enable_skipping(model: nn.Module, thresholds: float | Mapping[str, float] | 
     controller = SkipController(model)
     if thresholds is not None:
         controller.set_thresholds(thresholds)  # checked before the model is touched
-    apply_all(controller.changes, lambda: object.__setattr__(model, _ATTR, controller))
+    model_edits.push(model, "skip", controller.changes, owner=controller)
     return controller
 
 
@@ -224,9 +241,6 @@ def disable_skipping(model: nn.Module) -> None:
     Raises:
         ValueError: skipping is not enabled on ``model``.
     """
-    controller = skip_controller(model)
-    if controller is None:
+    if skip_controller(model) is None:
         raise ValueError("token skipping is not enabled on this model")
-    for change in reversed(controller.changes):
-        change.revert()
-    object.__delattr__(model, _ATTR)
+    model_edits.pop(model, "skip")

@@ -74,7 +74,6 @@ class MoDRouterResidual(ResidualGate):
         check_pair(x, f_x, self.dim)
         if z is None:
             z = self.router(x)
-        f_x = self._budgeted(z, f_x)
         return torch.sigmoid(z) * f_x
 
     def extra_repr(self) -> str:

@@ -125,7 +125,6 @@ class GateSkipResidual(_SigmoidGate):
             return torch.sigmoid(self.proj(f_x)) * f_x
         if z is None:
             z = self.proj(x)
-        f_x = self._budgeted(z, f_x)
         return torch.sigmoid(z) * f_x
 
     def extra_repr(self) -> str:

@@ -26,13 +26,12 @@ from typing import Any
 from torch import Tensor, nn
 
 from vectorgate.base import ResidualGate
-from vectorgate.gate import VectorGate
-from vectorgate.patching import Change
-from vectorgate.patching.stacking import GateLink, stack_gate_projections, stack_into
+from vectorgate.patching.gate_site import GateSite
+from vectorgate.patching.stacking import stack_gate_projections
 from vectorgate.variants import build_gate
 
 # stack_gate_projections lives in vectorgate.patching.stacking; importable from here as before.
-__all__ = ["GatedBertOutput", "GatedBertSelfOutput", "bert_stack_changes", "stack_gate_projections"]
+__all__ = ["GatedBertOutput", "GatedBertSelfOutput", "stack_gate_projections"]
 
 
 class _GatedPostLNOutput(nn.Module):
@@ -40,12 +39,14 @@ class _GatedPostLNOutput(nn.Module):
 
     Submodule names (``dense``, ``LayerNorm``, ``dropout``) are transformers' own, so the
     state-dict keys of the pretrained weights do not change; the gate adds ``gate.*`` keys.
+    ``site`` (:class:`~vectorgate.patching.gate_site.GateSite`) applies the gate.
     """
 
     dense: nn.Linear
     LayerNorm: nn.Module
     dropout: nn.Module
     gate: ResidualGate
+    site: GateSite
 
     def _set_parts(self, dense: nn.Linear, layer_norm: nn.Module, dropout: nn.Module, gate: ResidualGate) -> None:
         if gate.dim != dense.out_features:
@@ -56,6 +57,7 @@ class _GatedPostLNOutput(nn.Module):
         self.LayerNorm = layer_norm
         self.dropout = dropout
         self.gate = gate
+        self.site = GateSite(gate)
 
     @classmethod
     def from_module(
@@ -118,11 +120,7 @@ class _GatedPostLNOutput(nn.Module):
             ``(batch, seq, hidden_size)``.
         """
         f_x = self.dropout(self.dense(hidden_states))
-        link: GateLink | None = getattr(self, "_stacked", None)  # set by stack_gate_projections
-        z = None if link is None else link.take(input_tensor)
-        if z is None:  # the usual path; other gate variants take no z
-            return self.LayerNorm(self.gate.residual(input_tensor, f_x))
-        return self.LayerNorm(self.gate.residual(input_tensor, f_x, z))
+        return self.LayerNorm(self.site.residual(input_tensor, f_x))
 
 
 class GatedBertSelfOutput(_GatedPostLNOutput):
@@ -157,28 +155,3 @@ class GatedBertOutput(_GatedPostLNOutput):
 
     def __init__(self, config: Any, *, variant: str = "vectorgate", **gate_kwargs: Any) -> None:
         self._init_from_config(config, config.intermediate_size, variant, gate_kwargs)
-
-
-# ----------------------------------------------------------------------------- stacking
-
-
-def bert_stack_changes(layer: nn.Module, site: str) -> list[Change]:
-    """The edits that stack a BERT-like layer's gate projection (:func:`stack_gate_projections`).
-
-    ``"attention"``: the gate of ``attention.output`` into ``attention.self.query``;
-    ``"mlp"``: the gate of ``output`` into ``intermediate.dense``. Both read the sub-layer's
-    input x, which the gated output module receives as ``input_tensor``. Other sites, other
-    gate variants and other module layouts: ``[]``.
-    """
-    if site == "attention":
-        out, parent, name = getattr(layer.attention, "output", None), getattr(layer.attention, "self", None), "query"
-    elif site == "mlp":
-        out, parent, name = getattr(layer, "output", None), getattr(layer, "intermediate", None), "dense"
-    else:
-        return []
-    if not isinstance(out, _GatedPostLNOutput) or not isinstance(out.gate, VectorGate):
-        return []
-    host = getattr(parent, name, None)
-    if not isinstance(host, nn.Linear):
-        return []
-    return stack_into(parent, name, out.gate, out, "_stacked")

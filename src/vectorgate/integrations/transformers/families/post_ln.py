@@ -13,8 +13,7 @@ layer are all found. Checked against transformers 5.24.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
@@ -29,13 +28,15 @@ from vectorgate.integrations._structure import (
     is_linear,
     is_norm,
 )
-from vectorgate.integrations.transformers.modules import (
-    GatedBertOutput,
-    GatedBertSelfOutput,
-    bert_stack_changes,
+from vectorgate.integrations.transformers.modules import GatedBertOutput, GatedBertSelfOutput
+from vectorgate.patching import (
+    Change,
+    Family,
+    GateSite,
+    ReplaceModule,
+    SetAttribute,
+    register_family,
 )
-from vectorgate.patching import Change, Family, ReplaceModule, SetAttribute, register_family
-from vectorgate.patching.stacking import UNSTACK_BEFORE_SKIPPING
 from vectorgate.skip.gather import run_on_kept
 
 _MODELS = ("bert", "roberta", "electra", "xlm_roberta", "camembert")
@@ -107,6 +108,9 @@ class BertFamily(Family):
     )
     sites = ("attention", "cross_attention", "mlp")
     skip_sites = ("mlp",)
+    # The gated output module gets the sub-layer's input x, which these projections read too.
+    stack_targets: ClassVar[dict[str, str]] = {"attention": "attention.self.query", "mlp": "intermediate.dense"}
+    stack_reads = "x"
 
     structural = True
 
@@ -142,16 +146,9 @@ class BertFamily(Family):
             out.append(ReplaceModule(layer, "output", GatedBertOutput.from_module(layer.output, gate=gates["mlp"])))
         return out
 
-    def gate_at(self, layer: nn.Module, site: str) -> ResidualGate:
-        return self._output(layer, site).gate
-
-    def stack_changes(self, layer: nn.Module, site: str, patch_changes: Sequence[Change]) -> list[Change]:
-        return bert_stack_changes(layer, site)
-
-    def skip_changes(self, layer: nn.Module, site: str, skip: Any, patch_changes: Sequence[Change]) -> list[Change]:
-        """Override the layer's ``feed_forward_chunk`` (intermediate -> output) on the instance."""
-        if "_stacked" in layer.output.__dict__:
-            raise ValueError(UNSTACK_BEFORE_SKIPPING)
+    def skip_changes(self, layer: nn.Module, site: str, gate_site: GateSite, skip: Any) -> list[Change]:
+        """Override the layer's ``feed_forward_chunk`` (intermediate -> output) on the instance:
+        the MLP's two GEMMs run on the kept tokens, a skipped token's branch output is 0."""
         dense_chunk = getattr(type(layer), "feed_forward_chunk", None)
         if not callable(dense_chunk):
             raise ValueError(
@@ -161,11 +158,10 @@ class BertFamily(Family):
         out = layer.output
 
         def feed_forward_chunk(attention_output: Tensor) -> Tensor:
-            z, keep = skip.decide(attention_output)
-            if z is None:
+            _, keep = skip.decide(attention_output)
+            if keep is None:  # every token kept: the dense path (the site takes the decision's z)
                 return dense_chunk(layer, attention_output)
-            skip.take_z(attention_output)  # z is used right here; hold nothing past the call
             f = run_on_kept(lambda h: out.dropout(out.dense(layer.intermediate(h))), attention_output, keep)
-            return out.LayerNorm(out.gate.residual(attention_output, f, z))
+            return out.LayerNorm(gate_site.residual(attention_output, f))
 
-        return [SetAttribute(layer, "feed_forward_chunk", feed_forward_chunk)]
+        return [SetAttribute(layer, "feed_forward_chunk", feed_forward_chunk), SetAttribute(gate_site, "skip", skip)]

@@ -33,8 +33,7 @@ slipped through) fails at its first forward with an error that says so.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from torch import nn
 
@@ -50,8 +49,6 @@ from vectorgate.integrations._structure import (
     norm_dim,
 )
 from vectorgate.patching import AddModule, Change, Family, GateBranchOutput, register_family
-from vectorgate.patching.stacking import stack_hooked_site
-from vectorgate.skip.adapters import hooked_branch_skip_changes
 
 GATES_ATTR = "residual_gates"
 
@@ -70,8 +67,7 @@ class PreNormFamily(Family):
         allowed_children: for other classes, the only child names allowed (None: any).
         lookalikes: (module, class name) of classes that have the names but another forward.
         stack_targets: site -> dotted path (from the layer) of the branch's first projection,
-            which reads the pre-norm's output; :func:`vectorgate.stack_gate_projections`
-            stacks the gate into it when the model was patched with ``gate_source="normed"``.
+            which reads the pre-norm's output (:attr:`Family.stack_targets`).
     """
 
     layer_classes: ClassVar[tuple[str, ...]] = ()
@@ -82,6 +78,7 @@ class PreNormFamily(Family):
     lookalikes: ClassVar[tuple[tuple[str, str], ...]] = ()
     stack_targets: ClassVar[dict[str, str]] = {}
     skip_sites = ("mlp",)
+    skip_branches: ClassVar[dict[str, str]] = {"mlp": "mlp"}
     gate_sources = ("x", "normed")
 
     def _site_present(self, layer: nn.Module, site: str) -> bool:
@@ -136,16 +133,6 @@ class PreNormFamily(Family):
             out.append(GateBranchOutput(getattr(layer, branch_name), gate, capture=getattr(layer, norm_name)))
         return out
 
-    def gate_at(self, layer: nn.Module, site: str) -> ResidualGate:
-        return getattr(layer, GATES_ATTR)[site]
-
-    def stack_changes(self, layer: nn.Module, site: str, patch_changes: Sequence[Change]) -> list[Change]:
-        target = self.stack_targets.get(site)
-        return [] if target is None else stack_hooked_site(layer, target, self.gate_at(layer, site), patch_changes)
-
-    def skip_changes(self, layer: nn.Module, site: str, skip: Any, patch_changes: Sequence[Change]) -> list[Change]:
-        branch = getattr(layer, self.site_modules[site][1])
-        return hooked_branch_skip_changes(branch, branch, skip, patch_changes)
 
 
 def _tf(model: str, *classes: str) -> tuple[tuple[str, str], ...]:
