@@ -6,6 +6,8 @@ from __future__ import annotations
 import pathlib
 from typing import TYPE_CHECKING
 
+from vectorgate._optional import require
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -14,13 +16,8 @@ __all__ = ["new_figure", "save_figure"]
 
 def new_figure(width: float, height: float) -> Figure:
     """A detached ``Figure`` of ``width`` x ``height`` inches with constrained layout."""
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as err:
-        raise ImportError(
-            "vectorgate's plots need matplotlib: `pip install vectorgate[plot]`"
-        ) from err
-    return Figure(figsize=(width, height), layout="constrained")
+    figure = require("matplotlib.figure", extra="plot", needed_by="vectorgate's plots")
+    return figure.Figure(figsize=(width, height), layout="constrained")
 
 
 def save_figure(fig: Figure, path: str | pathlib.Path) -> Figure:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import pathlib
 
+from vectorgate._optional import require
+
 HELP = (
     "Load a Hugging Face base model and gates saved by save_gates, run text through it, "
     "print per-gate statistics of s/alpha/beta and write plots."
@@ -58,11 +60,9 @@ def _texts(args: argparse.Namespace) -> list[str]:
 def _load_model(base: str, model_class: str | None):
     """Instantiate the class the gates were saved from (so gate names match), else AutoModel."""
     try:
-        import transformers
+        transformers = require("transformers", extra="transformers", needed_by="vectorgate inspect")
     except ImportError as err:
-        raise SystemExit(
-            "vectorgate inspect needs transformers: `pip install vectorgate[transformers]`"
-        ) from err
+        raise SystemExit(str(err)) from err
     cls = getattr(transformers, model_class or "", None)
     if not (isinstance(cls, type) and hasattr(cls, "from_pretrained")):
         cls = transformers.AutoModel

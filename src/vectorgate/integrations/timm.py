@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
+from vectorgate._optional import require
 from vectorgate.base import ResidualGate
 from vectorgate.integrations._structure import (
     callable_module,
@@ -49,12 +50,7 @@ from vectorgate.patching import (
 )
 from vectorgate.variants import build_gate
 
-try:
-    from timm.models.vision_transformer import Block
-except ImportError as err:  # pragma: no cover - exercised only without timm
-    raise ImportError(
-        "vectorgate.integrations.timm needs timm: `pip install vectorgate[timm]`"
-    ) from err
+Block = require("timm.models.vision_transformer", extra="timm", needed_by="vectorgate.integrations.timm").Block
 
 __all__ = ["GatedBlock", "TimmViTFamily", "gated_block_fn"]
 

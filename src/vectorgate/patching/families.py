@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import nn
 
+from vectorgate._registry import register
 from vectorgate.base import ResidualGate
 from vectorgate.patching.changes import Change
 from vectorgate.patching.gate_site import GateSite
@@ -153,9 +154,7 @@ def register_family(cls: type[Family]) -> type[Family]:
     """
     if not cls.name:
         raise ValueError(f"{cls.__name__} must set a non-empty class attribute `name`")
-    if cls.name in FAMILIES and type(FAMILIES[cls.name]) is not cls:
-        raise ValueError(f"a family named {cls.name!r} is already registered ({type(FAMILIES[cls.name]).__name__})")
-    FAMILIES[cls.name] = cls()
+    register(FAMILIES, cls.name, cls(), kind="family", same=lambda old, new: type(old) is type(new))
     return cls
 
 

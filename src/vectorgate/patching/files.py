@@ -42,6 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vectorgate._optional import require
 from vectorgate._version import __version__
 from vectorgate.depth import DEFAULT_LOG_GAIN_BUDGET
 from vectorgate.discovery import gate_parameter_names, gates
@@ -81,13 +82,7 @@ _V1_OPTIONAL = ("modules_to_save", "extra_tensors")
 
 
 def _safetensors():
-    try:
-        import safetensors.torch
-    except ImportError as err:
-        raise ImportError(
-            "saving/loading gates needs safetensors: `pip install vectorgate[transformers]`"
-        ) from err
-    return safetensors.torch
+    return require("safetensors.torch", extra="transformers", needed_by="saving/loading gates")
 
 
 def _atomic_write(path: pathlib.Path, write: Callable[[str], None]) -> None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from vectorgate._registry import register
 from vectorgate.base import ResidualGate
 from vectorgate.gate import VectorGate
 from vectorgate.variants.laurel import (
@@ -132,9 +133,7 @@ def register_variant(name: str, factory: Callable[..., ResidualGate]) -> None:
     Raises:
         ValueError: ``name`` is already registered.
     """
-    if name in VARIANTS:
-        raise ValueError(f"variant {name!r} is already registered")
-    VARIANTS[name] = factory
+    register(VARIANTS, name, factory, kind="variant")
 
 
 def build_gate(name: str, dim: int, **kwargs: Any) -> ResidualGate:

@@ -11,16 +11,13 @@
   with the gates on their own learning rate and without decay on their vectors.
 """
 
-try:
-    import transformers  # noqa: F401
-except ImportError as err:  # pragma: no cover - exercised only without transformers
-    raise ImportError(
-        "vectorgate.integrations.transformers needs transformers: `pip install vectorgate[transformers]`"
-    ) from err
+from vectorgate._optional import require
 
-from vectorgate.integrations.transformers import families
-from vectorgate.integrations.transformers.hub import from_pretrained_patched, save_pretrained
-from vectorgate.integrations.transformers.modules import GatedBertOutput, GatedBertSelfOutput
+require("transformers", extra="transformers", needed_by="vectorgate.integrations.transformers")
+
+from vectorgate.integrations.transformers import families  # noqa: E402
+from vectorgate.integrations.transformers.hub import from_pretrained_patched, save_pretrained  # noqa: E402
+from vectorgate.integrations.transformers.modules import GatedBertOutput, GatedBertSelfOutput  # noqa: E402
 
 __all__ = [
     "GateTrainer",

@@ -23,16 +23,14 @@ from typing import Any
 
 from torch import nn
 
-try:
-    from transformers import TrainerCallback
-except ImportError as err:  # pragma: no cover - exercised only without transformers
-    raise ImportError(
-        "vectorgate.integrations.transformers.callbacks needs transformers: `pip install vectorgate[transformers]`"
-    ) from err
-
+from vectorgate._optional import require
 from vectorgate.compound_gain import CompoundGainMonitor, CompoundGainReport
 from vectorgate.depth import DEFAULT_LOG_GAIN_BUDGET
 from vectorgate.stability import check_gates
+
+TrainerCallback = require(
+    "transformers", extra="transformers", needed_by="vectorgate.integrations.transformers.callbacks"
+).TrainerCallback
 
 __all__ = ["CompoundGainCallback"]
 

@@ -30,14 +30,10 @@ from typing import Any
 import torch
 from torch import nn
 
-try:
-    from transformers import Trainer
-except ImportError as err:  # pragma: no cover - exercised only without transformers
-    raise ImportError(
-        "vectorgate.integrations.transformers.trainer needs transformers: `pip install vectorgate[transformers]`"
-    ) from err
-
+from vectorgate._optional import require
 from vectorgate.patching import gates, param_groups
+
+Trainer = require("transformers", extra="transformers", needed_by="vectorgate.integrations.transformers.trainer").Trainer
 
 __all__ = ["GateTrainer", "gate_param_groups"]
 
