@@ -95,24 +95,24 @@ def test_patch_stack_and_skip_are_edit_groups_popped_top_first():
     ids = torch.randint(0, 64, (2, 8))
     with torch.no_grad():
         before = model(ids).logits
-    vg.stack_gate_projections(model)
+    vg.patching.stack_gate_projections(model)
     assert [g.kind for g in model_state(model).groups] == ["patch", "stack"]
     with pytest.raises(ValueError, match="unstacked"):
-        vg.enable_skipping(model)
+        vg.skip.enable_skipping(model)
     assert [g.kind for g in model_state(model).groups] == ["patch", "stack"]  # all or nothing
     sites = patch_state(model).gate_sites.values()
     assert all(s.link is not None for s in sites)
     vg.unpatch(model)  # pops the stack group, then the patch group
-    assert model_state(model) is None and not vg.is_patched(model)
+    assert model_state(model) is None and not vg.patching.is_patched(model)
     assert all(s.link is None for s in sites)
 
     vg.patch(model)
-    controller = vg.enable_skipping(model)
+    controller = vg.skip.enable_skipping(model)
     assert [g.kind for g in model_state(model).groups] == ["patch", "skip"]
     assert vg.skip.skip_controller(model) is controller
     with pytest.raises(ValueError, match="disable_skipping"):
-        vg.stack_gate_projections(model)
-    vg.disable_skipping(model)
+        vg.patching.stack_gate_projections(model)
+    vg.skip.disable_skipping(model)
     assert [g.kind for g in model_state(model).groups] == ["patch"]
     assert all(s.skip is None for s in patch_state(model).gate_sites.values())
     vg.unpatch(model)

@@ -17,7 +17,8 @@ import pytest
 import torch
 from torch import nn
 
-from vectorgate import GatedResidual, VectorGate, exp_gated_residual, gated_residual
+from vectorgate import GatedResidual, VectorGate, gated_residual
+from vectorgate.functional import exp_gated_residual
 from vectorgate.stability import (
     NonFiniteError,
     UnstableGateWarning,
@@ -157,7 +158,8 @@ def test_a_bf16_model_patched_with_float32_gates_runs_them_in_float32():
 
 def test_patch_builds_the_gates_in_the_dtype_it_is_asked_for():
     transformers = pytest.importorskip("transformers")
-    from vectorgate import gate_config, gates, patch
+    from vectorgate import gates, patch
+    from vectorgate.patching import gate_config
 
     cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                    num_attention_heads=4, num_key_value_heads=4)

@@ -181,7 +181,7 @@ def test_trainer_callback_logs_the_gain_where_reporters_see_it(tmp_path):
     trainer = transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=[Reporter()])
     callback = CompoundGainCallback.attach(trainer, every=2)
     with warnings.catch_warnings():
-        warnings.simplefilter("error", vectorgate.UnstableGateWarning)
+        warnings.simplefilter("error", vectorgate.stability.UnstableGateWarning)
         trainer.train()
     assert [step for step, _ in callback.history] == [1, 2, 4]
     logged = [log for log in seen if "gates/compound_gain_max_log10" in log]
@@ -207,7 +207,7 @@ def test_accelerate_log_compound_gain_logs_and_checks():
     values = log_compound_gain(tracker, report, 7)
     assert tracker.calls == [(7, values)] and "gates/max_abs_log_gain" in values
     bad = CompoundGainReport((SiteGain("a", 0, 0, 30.0, 0.0, 1.0, 0.0),))
-    with pytest.warns(vectorgate.UnstableGateWarning, match="left its budget"):
+    with pytest.warns(vectorgate.stability.UnstableGateWarning, match="left its budget"):
         log_compound_gain(tracker, bad, 8)
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vectorgate import GatedResidual, VectorGate, exp_gated_residual, gated_residual
+from vectorgate import GatedResidual, VectorGate, gated_residual
+from vectorgate.functional import exp_gated_residual
 
 
 @pytest.mark.parametrize(

@@ -90,7 +90,7 @@ def test_patch_counts_the_gated_sites_and_stays_bit_exact():
     assert len(found) == 12
     assert {g.depth for _, g in found} == {12}
     assert all(g.max_curvature == pytest.approx(DEFAULT_LOG_GAIN_BUDGET / 12) for _, g in found)
-    assert vectorgate.gate_config(model).log_gain_budget == pytest.approx(DEFAULT_LOG_GAIN_BUDGET)
+    assert vectorgate.patching.gate_config(model).log_gain_budget == pytest.approx(DEFAULT_LOG_GAIN_BUDGET)
 
 
 def test_patch_counts_only_the_sites_it_gates():

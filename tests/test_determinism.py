@@ -13,7 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from vectorgate import GatedResidual, exp_gated_residual
+from vectorgate import GatedResidual
+from vectorgate.functional import exp_gated_residual
 
 DIM = 16
 

@@ -203,7 +203,7 @@ def test_weights_that_do_not_match_the_recorded_hash_are_refused(tmp_path):
     model = _bert_classifier()
     with pytest.raises(ValueError, match="does not match the SHA-256"):
         load_gates(model, tmp_path)
-    assert not vectorgate.is_patched(model)
+    assert not vectorgate.patching.is_patched(model)
 
 
 # --------------------------------------------------------------------------- across heads

@@ -89,7 +89,7 @@ def test_normed_gate_reads_the_pre_norm_output_and_is_exact_at_init(builder, mak
     reference = _out(_build(builder), make_input)
     model = _build(builder, gate_source="normed")
     torch.testing.assert_close(_out(model, make_input), reference, rtol=0, atol=0)  # identity at init
-    assert vectorgate.gate_config(model).gate_source == "normed"
+    assert vectorgate.patching.gate_config(model).gate_source == "normed"
     _liven(model)
     layer = _first_layer(model)
     seen: dict[str, torch.Tensor] = {}
@@ -151,7 +151,7 @@ def test_gate_source_travels_with_the_gate_file(tmp_path):
     assert read_gate_config(tmp_path / "g").config.gate_source == "normed"
     fresh = _build(_gpt2)
     vectorgate.load_gates(fresh, tmp_path / "g")  # patches it the same way, unstacked
-    assert vectorgate.gate_config(fresh).gate_source == "normed"
+    assert vectorgate.patching.gate_config(fresh).gate_source == "normed"
     torch.testing.assert_close(_out(fresh, _text), _out(model, _text), rtol=1e-5, atol=1e-5)
 
 
@@ -168,7 +168,7 @@ def test_refusals():
                                                           num_attention_heads=4, intermediate_size=64))
     with pytest.raises(ValueError, match=r"not available for family 'bert'.*post-LN"):
         patch(bert, gate_source="normed")
-    assert not vectorgate.is_patched(bert)
+    assert not vectorgate.patching.is_patched(bert)
     with pytest.raises(ValueError, match="needs a gate whose projection reads one tensor"):
         patch(_gpt2(), variant="rezero", gate_source="normed")
     x_model = _build(_gpt2, gate_source="x")
@@ -180,7 +180,7 @@ def test_refusals():
     with pytest.raises(ValueError, match="stacked already"):
         stack_gate_projections(stacked)
     with pytest.raises(ValueError, match="token skipping needs unstacked"):
-        vectorgate.enable_skipping(stacked)
+        vectorgate.skip.enable_skipping(stacked)
     with pytest.raises(ValueError, match="nothing to stack"):
         stack_gate_projections(_build(_gpt2, variant="rezero"))
 
@@ -193,14 +193,14 @@ def test_skipping_decides_from_the_normed_input():
     h1 = layer.ln_2.register_forward_hook(lambda m, a, o: seen.__setitem__("norm", o))
     h2 = gate.proj.register_forward_hook(lambda m, a, o: seen.__setitem__("gate", a[0]))
     dense = _out(model, _text)
-    vectorgate.enable_skipping(model)  # threshold -inf: nothing skipped, the dense result
-    vectorgate.calibrate_skipping(model, [_text()["input_ids"]], 0.5, forward=lambda m, b: m(input_ids=b))
+    vectorgate.skip.enable_skipping(model)  # threshold -inf: nothing skipped, the dense result
+    vectorgate.skip.calibrate_skipping(model, [_text()["input_ids"]], 0.5, forward=lambda m, b: m(input_ids=b))
     skipped = _out(model, _text)
     h1.remove()
     h2.remove()
     assert seen["gate"] is seen["norm"]
     assert not torch.allclose(skipped, dense)  # half the MLP tokens skipped
-    vectorgate.disable_skipping(model)
+    vectorgate.skip.disable_skipping(model)
     torch.testing.assert_close(_out(model, _text), dense, rtol=0, atol=0)
 
 

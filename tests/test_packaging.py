@@ -50,10 +50,40 @@ def test_wheel_builds_with_py_typed_and_entry_point(tmp_path):
 
 def test_version_and_public_api():
     assert vectorgate.__version__ == VERSION
-    for name in ("VectorGate", "GatedResidual", "gated_residual", "exp_gated_residual", "GateOutput",
-                 "GatedBertOutput", "patch", "gates", "save_gates", "load_gates", "mark_only_gates_trainable",
-                 "make_gate_adapter", "GateConfig", "gate_config", "count_parameters", "write_report"):
+    for name in ("VectorGate", "GatedResidual", "gated_residual", "GateOutput", "GatedBertOutput", "patch",
+                 "unpatch", "gates", "save_gates", "load_gates", "mark_only_gates_trainable", "make_gate_adapter",
+                 "GateConfig", "param_groups", "check_gates", "GateRecorder", "write_report"):
         assert name in vectorgate.__all__ and hasattr(vectorgate, name)
+
+
+def test_the_top_level_is_small_and_every_name_resolves():
+    assert len(vectorgate.__all__) <= 18  # what the README's path uses; the rest lives in subpackages
+    for name in vectorgate.__all__:
+        getattr(vectorgate, name)
+    for sub in ("skip", "patching", "variants", "presets", "recorder", "stability", "compound_gain"):
+        assert getattr(vectorgate, sub).__name__ == f"vectorgate.{sub}"  # subpackages need no import of their own
+
+
+@pytest.mark.parametrize("name", sorted(vectorgate._MOVED_NAMES))
+def test_names_that_left_the_top_level_still_resolve_with_the_new_place(name):
+    import importlib
+
+    new = vectorgate._MOVED_NAMES[name]
+    with pytest.warns(DeprecationWarning, match=rf"vectorgate\.{name} is now {new}\.{name}"):
+        obj = getattr(vectorgate, name)
+    assert obj is getattr(importlib.import_module(new), name)
+    assert name not in vectorgate.__all__
+
+
+@pytest.mark.parametrize(("old", "new"), [("vectorgate.compare", "vectorgate_lab.compare"),
+                                          ("vectorgate.assets", "vectorgate_lab.assets"),
+                                          ("vectorgate.bench", "vectorgate_lab.bench"),
+                                          ("vectorgate.variants.hyper", "vectorgate_lab.peers")])
+def test_modules_that_moved_to_the_lab_fail_naming_the_new_place(old, new):
+    import importlib
+
+    with pytest.raises(ModuleNotFoundError, match=rf"{old} left the library in 0\.6: it is {new} "):
+        importlib.import_module(old)
 
 
 def test_console_script_runs():

@@ -14,7 +14,8 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from vectorgate import VectorGate, exp_gated_residual, gated_residual
+from vectorgate import VectorGate, gated_residual
+from vectorgate.functional import exp_gated_residual
 
 CI = settings(
     max_examples=40, deadline=None, derandomize=True, database=None,

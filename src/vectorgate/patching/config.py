@@ -6,7 +6,7 @@ next to the weights, so a saved adapter re-creates its gates exactly::
 
     config = GateConfig(variant="vectorgate", rank=64)       # shortcut for gate_kwargs
     model = vectorgate.patch(model, config)
-    vectorgate.gate_config(model)   # GateConfig(..., family='bert', layers=(0, 1, ..., 5))
+    vectorgate.patching.gate_config(model)   # GateConfig(..., family='bert', layers=(0, 1, ..., 5))
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class GateConfig:
             x, the seed's ``s = c * tanh(g(x))``. ``"normed"``: in pre-norm layers
             (``x + f(norm(x))``: GPT-2, Llama-like, HF ViT, timm ViT), the pre-norm's output
             ``norm(x)``, the tensor the branch's first GEMM also reads, which lets
-            :func:`vectorgate.stack_gate_projections` compute both in one GEMM. A deviation
+            :func:`vectorgate.patching.stack_gate_projections` compute both in one GEMM. A deviation
             from the seed's g(x): alpha and beta still multiply x and f(norm(x)). Post-LN
             families (BERT) have no pre-norm (their x is already a LayerNorm's output) and
             take ``"x"`` only. Measured effect on quality: docs/results_reading.md. (Not

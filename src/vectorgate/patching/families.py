@@ -81,7 +81,7 @@ class Family:
         gate_sources: the values of :attr:`GateConfig.gate_source` the family supports;
             ``"normed"`` needs sites gated by :class:`GateBranchOutput` with a pre-norm.
         stack_targets: site -> dotted path (from the layer) of the branch's first projection,
-            into which :func:`vectorgate.stack_gate_projections` stacks the gate's.
+            into which :func:`vectorgate.patching.stack_gate_projections` stacks the gate's.
         stack_reads: what those projections read: ``"normed"`` (a pre-norm's output: only
             gates patched with ``gate_source="normed"`` read it too) or ``"x"``.
     """

@@ -7,7 +7,7 @@ pre-activation z is found is decided here once, in this order:
 
 1. the skip decision, while token skipping is on (:attr:`GateSite.skip`): it already
    projected the gate's input to choose the tokens;
-2. the stacked GEMM, after :func:`vectorgate.stack_gate_projections` (:attr:`GateSite.link`);
+2. the stacked GEMM, after :func:`vectorgate.patching.stack_gate_projections` (:attr:`GateSite.link`);
 3. the gate's own projection of what it reads: the residual stream x, or the pre-norm's
    output (``reads="normed"``, :attr:`GateConfig.gate_source`).
 

@@ -1,7 +1,7 @@
 """What vectorgate did to a model: one typed object, a stack of edit groups.
 
 Every edit vectorgate makes to a model belongs to a group: the gates themselves
-(:func:`vectorgate.patch`), the stacked projections (:func:`vectorgate.stack_gate_projections`)
+(:func:`vectorgate.patch`), the stacked projections (:func:`vectorgate.patching.stack_gate_projections`)
 and token skipping (:func:`vectorgate.skip.enable_skipping`). Groups are pushed all or nothing
 and popped from the top (each undone in reverse order), so ``unpatch`` undoes skipping and
 stacking before the gates, whatever order the user thinks of.

@@ -164,7 +164,7 @@ def make_gate_adapter(
             ``score``, ``qa_outputs``, ...; none for ``LlamaForCausalLM`` or
             ``GPT2LMHeadModel``, whose language-model head is pretrained). What was chosen is
             logged (``logging``, logger ``vectorgate.patching.training``) and recorded in
-            ``vectorgate.gate_config(model).modules_to_save``.
+            ``vectorgate.patching.gate_config(model).modules_to_save``.
         **patch_kwargs: passed to :func:`patch` (``sites``, ``layers``, ``rank``, ...);
             only when the model is not patched yet.
 

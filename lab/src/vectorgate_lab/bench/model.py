@@ -11,7 +11,7 @@ through :func:`vectorgate.patch` with the default gate:
 - ``..._normed``: the gate reads the pre-norm's output (``gate_source="normed"``, pre-norm only);
 - ``..._stacked``: the same with each gate's first projection computed in one GEMM with the
   branch's first projection (BERT: Q, intermediate dense; Llama, normed: q_proj, gate_proj), see
-  :func:`vectorgate.stack_gate_projections`.
+  :func:`vectorgate.patching.stack_gate_projections`.
 
 Each variant runs eager and under ``torch.compile``; all are timed in interleaved rounds in
 one process and reported as ratios to the plain model in the same mode, next to the ratio
@@ -62,7 +62,7 @@ def parse_variant(variant: str) -> BenchVariant:
     """What a variant name asks for: ``<base>[_r<rank>][_normed][_stacked]``.
 
     ``vectorgate_r64`` -> rank 64; ``vectorgate_stacked``: the gate projections stacked with
-    the branch's first projection (:func:`vectorgate.stack_gate_projections`);
+    the branch's first projection (:func:`vectorgate.patching.stack_gate_projections`);
     ``vectorgate_normed``: the gate reads the pre-norm's output
     (``GateConfig(gate_source="normed")``, pre-norm models only), which pre-norm stacking needs.
     """
