@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from vectorgate._hooks import HookedWatcher
 from vectorgate.depth import DEFAULT_LOG_GAIN_BUDGET
 from vectorgate.discovery import gates
 from vectorgate.gate import VectorGate
@@ -174,7 +175,7 @@ def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-class CompoundGainMonitor:
+class CompoundGainMonitor(HookedWatcher):
     """Measures the compound gain of a model's gates on the forward passes it runs.
 
     Use it as a context manager (or :meth:`start` / :meth:`stop`); :meth:`report` reads the
@@ -223,31 +224,11 @@ class CompoundGainMonitor:
         self._depths: list[int] = []  # sites seen so far per stream
         self._records: list[tuple[str, int, int, Tensor]] = []
 
-    @property
-    def running(self) -> bool:
-        """Whether hooks are registered right now."""
-        return bool(self._handles)
-
-    def start(self) -> CompoundGainMonitor:
-        """Register the hooks (one on the model, one on each gate's projection)."""
-        if self._handles:
-            raise RuntimeError("CompoundGainMonitor is already running; call stop() first")
-        self._handles.append(self.model.register_forward_pre_hook(lambda *_: self._new_pass()))
-        for name, gate in self.gates.items():
-            self._handles.append(gate.proj.register_forward_hook(self._hook(name, gate)))
-        return self
-
-    def stop(self) -> None:
-        """Remove every hook (safe to call twice); the last pass stays readable."""
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-
-    def __enter__(self) -> CompoundGainMonitor:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _register(self) -> list[torch.utils.hooks.RemovableHandle]:
+        """One hook on the model (a new pass begins), one on each gate's projection; after
+        :meth:`stop` the last pass stays readable."""
+        handles = [self.model.register_forward_pre_hook(lambda *_: self._new_pass())]
+        return handles + [gate.proj.register_forward_hook(self._hook(name, gate)) for name, gate in self.gates.items()]
 
     def _new_pass(self) -> None:
         self._streams = []

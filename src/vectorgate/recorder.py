@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from vectorgate._hooks import HookedWatcher
 from vectorgate.discovery import gates
 from vectorgate.gate import VectorGate
 from vectorgate.patching.stacking import StackedProjection
@@ -302,7 +303,7 @@ def _find_gates(model: nn.Module) -> tuple[list[tuple[str, VectorGate]], list[st
     return found, skipped
 
 
-class GateRecorder:
+class GateRecorder(HookedWatcher):
     """Records every :class:`~vectorgate.gate.VectorGate` of ``model`` while it runs.
 
     Use it as a context manager (or call :meth:`start` / :meth:`stop`). Statistics
@@ -318,6 +319,8 @@ class GateRecorder:
         ValueError: if ``model`` holds no VectorGate, its gate projections are stacked, or
             ``threshold`` is not in (0, 1].
     """
+
+    _busy = "recording"
 
     def __init__(self, model: nn.Module, *, threshold: float = SATURATION_THRESHOLD) -> None:
         if not isinstance(model, nn.Module):
@@ -347,27 +350,21 @@ class GateRecorder:
     @property
     def recording(self) -> bool:
         """Whether hooks are registered right now."""
-        return bool(self._handles)
+        return self.running
 
-    def start(self) -> GateRecorder:
-        """Register one forward hook per gate (on ``gate.proj``)."""
-        if self._handles:
-            raise RuntimeError("GateRecorder is already recording; call stop() first")
+    def _register(self) -> list[torch.utils.hooks.RemovableHandle]:
+        """One forward hook per gate (on ``gate.proj``)."""
         if self.skipped:
             warnings.warn(
                 f"GateRecorder records VectorGate modules only; not recording {len(self.skipped)} "
                 f"other residual variant(s): {', '.join(self.skipped)}",
-                stacklevel=2,
+                stacklevel=4,
             )
-        for name, gate in self.gates.items():
-            self._handles.append(gate.proj.register_forward_hook(self._make_hook(name, gate)))
-        return self
+        return [gate.proj.register_forward_hook(self._make_hook(name, gate)) for name, gate in self.gates.items()]
 
     def stop(self) -> None:
         """Remove every hook (safe to call twice) and clear the mask."""
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
+        super().stop()
         self._mask = None
         self._capturing = False
 
@@ -376,12 +373,6 @@ class GateRecorder:
         self._acc = {name: _Accumulator(g.dim, self.threshold) for name, g in self.gates.items()}
         self._tokens.clear()
         self._token_masks.clear()
-
-    def __enter__(self) -> GateRecorder:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- masks and token capture ---------------------------------------------------------
     def set_mask(self, mask: Tensor | None) -> None:

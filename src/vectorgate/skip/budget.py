@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from vectorgate._context import as_token_mask, temporarily
 from vectorgate.base import ResidualGate
 from vectorgate.patching.gate_site import GateSite
 from vectorgate.skip.control import find_skip_sites
@@ -132,11 +133,8 @@ class SkipBudget:
     @contextlib.contextmanager
     def tokens(self, mask: Tensor | None) -> Iterator[SkipBudget]:
         """Within the block, rank only the tokens where ``mask`` ``(batch, tokens)`` is true."""
-        previous, self.token_mask = self.token_mask, None if mask is None else mask.bool()
-        try:
+        with temporarily(self, token_mask=as_token_mask(mask)):
             yield self
-        finally:
-            self.token_mask = previous
 
     def remove(self) -> None:
         """Detach from the gates (they train and run as before)."""

@@ -11,6 +11,7 @@ from typing import Any
 from torch import Tensor, nn
 
 import vectorgate.patching.state as model_edits
+from vectorgate._context import as_token_mask, temporarily
 from vectorgate.base import ResidualGate
 from vectorgate.patching import FAMILIES, Change, GateSite, SetAttribute, patch_state
 from vectorgate.patching.stacking import UNSTACK_BEFORE_SKIPPING
@@ -154,21 +155,15 @@ class SkipController:
     def record(self) -> Iterator[SkipController]:
         """Within the block, every site keeps its scores and keep masks (``site.scores``,
         ``site.decisions``), and computes them even where the threshold is -inf."""
-        previous, self.recording = self.recording, True
-        try:
+        with temporarily(self, recording=True):
             yield self
-        finally:
-            self.recording = previous
 
     @contextlib.contextmanager
     def tokens(self, mask: Tensor | None) -> Iterator[SkipController]:
         """Within the block, count and record only the tokens where ``mask`` ``(batch, tokens)``
         is true (e.g. an attention mask: padding neither counts nor calibrates)."""
-        previous, self.token_mask = self.token_mask, None if mask is None else mask.bool()
-        try:
+        with temporarily(self, token_mask=as_token_mask(mask), _mask_count=None):  # no count past the block
             yield self
-        finally:
-            self.token_mask, self._mask_count = previous, None  # hold no mask past the block
 
     def real_tokens(self, shape: Any) -> Tensor | None:
         """The token mask (None: count every token).

@@ -53,10 +53,7 @@ class _GatedPostLNOutput(nn.Module):
             raise ValueError(
                 f"the gate's dim must equal dense.out_features = {dense.out_features}, got {gate.dim}"
             )
-        self.dense = dense
-        self.LayerNorm = layer_norm
-        self.dropout = dropout
-        self.gate = gate
+        self.dense, self.LayerNorm, self.dropout, self.gate = dense, layer_norm, dropout, gate
         self.site = GateSite(gate)
 
     @classmethod
