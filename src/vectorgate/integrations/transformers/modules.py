@@ -28,10 +28,29 @@ from torch import Tensor, nn
 from vectorgate.base import ResidualGate
 from vectorgate.patching.gate_site import GateSite
 from vectorgate.patching.stacking import stack_gate_projections
-from vectorgate.variants import build_gate
+from vectorgate.variants import DEPTH_AWARE_VARIANTS, build_gate
 
 # stack_gate_projections lives in vectorgate.patching.stacking; importable from here as before.
 __all__ = ["GatedBertOutput", "GatedBertSelfOutput", "stack_gate_projections"]
+
+
+def with_config_depth(config: Any, variant: str, gate_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``gate_kwargs`` with ``depth`` taken from a BERT-like config, as :func:`vectorgate.patch`
+    would count it: every residual of every layer gated (2 a layer, 3 with cross-attention).
+
+    So a model built from these drop-ins keeps the compound gain of its gates within the
+    budget (:mod:`vectorgate.depth`) like a patched one. Left as given when the variant takes
+    no depth, or the caller set ``depth`` or ``max_curvature`` (``depth=None``: 0.5's uncapped
+    gates, e.g. to load a checkpoint of such a model saved by 0.5); a model that gates fewer
+    sites gets a cap a little tighter than it needs, never a looser one.
+    """
+    if variant not in DEPTH_AWARE_VARIANTS or "depth" in gate_kwargs or "max_curvature" in gate_kwargs:
+        return gate_kwargs
+    layers = getattr(config, "num_hidden_layers", None)
+    if not isinstance(layers, int) or layers < 1:
+        return gate_kwargs
+    per_layer = 3 if getattr(config, "add_cross_attention", False) else 2
+    return {**gate_kwargs, "depth": per_layer * layers}
 
 
 class _GatedPostLNOutput(nn.Module):
@@ -99,6 +118,7 @@ class _GatedPostLNOutput(nn.Module):
     def _init_from_config(self, config: Any, in_features: int, variant: str, gate_kwargs: dict[str, Any]) -> None:
         nn.Module.__init__(self)
         hidden = config.hidden_size
+        gate_kwargs = with_config_depth(config, variant, gate_kwargs)
         self._set_parts(
             nn.Linear(in_features, hidden),
             nn.LayerNorm(hidden, eps=config.layer_norm_eps),
@@ -125,9 +145,11 @@ class GatedBertSelfOutput(_GatedPostLNOutput):
 
     Args:
         config: a ``BertConfig``-like config (``hidden_size``, ``layer_norm_eps``,
-            ``hidden_dropout_prob``).
+            ``hidden_dropout_prob``, ``num_hidden_layers``).
         variant: residual variant name.
-        **gate_kwargs: passed to the gate (``init_curvature``, ``rank``, ...).
+        **gate_kwargs: passed to the gate (``init_curvature``, ``rank``, ...). Unless they
+            name ``depth`` or ``max_curvature``, a VectorGate gets ``depth`` = the number of
+            residuals in the config's model (:func:`with_config_depth`), as ``patch()`` does.
 
     Shapes:
         ``forward(hidden_states (B, T, H), input_tensor (B, T, H)) -> (B, T, H)``.
@@ -142,9 +164,11 @@ class GatedBertOutput(_GatedPostLNOutput):
 
     Args:
         config: a ``BertConfig``-like config (``hidden_size``, ``intermediate_size``,
-            ``layer_norm_eps``, ``hidden_dropout_prob``).
+            ``layer_norm_eps``, ``hidden_dropout_prob``, ``num_hidden_layers``).
         variant: residual variant name.
-        **gate_kwargs: passed to the gate (``init_curvature``, ``rank``, ...).
+        **gate_kwargs: passed to the gate (``init_curvature``, ``rank``, ...). Unless they
+            name ``depth`` or ``max_curvature``, a VectorGate gets ``depth`` = the number of
+            residuals in the config's model (:func:`with_config_depth`), as ``patch()`` does.
 
     Shapes:
         ``forward(hidden_states (B, T, intermediate_size), input_tensor (B, T, H)) -> (B, T, H)``.
