@@ -16,7 +16,7 @@ Prints a table and writes JSON (``--out``). Run (about 25 minutes on a shared 2-
 
     .venv/bin/python benchmarks/stress.py --out benchmarks/results/stress.json
 
-The CI-sized version of the same harness runs in ``tests/test_stress.py``.
+The CI-sized version of the same harness runs in ``tests/core/test_stress.py``.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
 
 Each optimizer step takes one global batch and gives every rank an equal slice of it, so
 the run follows the same trajectory as one process on the whole batch (this is what
-tests/test_distributed.py checks). The gates are saved from rank 0 with
+tests/integrations/test_distributed.py checks). The gates are saved from rank 0 with
 ``vectorgate.distributed.save_gates`` (every rank calls it: under FSDP2 the gates are
 sharded and must be gathered first). Backend: NCCL on GPUs, gloo on the CPU.
 """

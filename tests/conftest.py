@@ -7,14 +7,25 @@
   per session, so tests may patch or train it freely.
 - ``minilm_batch``: ``input_ids``/``attention_mask`` (4 real Rotten Tomatoes snippets,
   padded) and ``labels``.
+
+The tests sit in folders laid out like the package (core/, patching/, integrations/, skip/,
+interpret/, examples/, docs/, architecture/, lab/). The helpers that tests in several folders
+import as top-level modules (``live_gates``, ``peer_helpers``) sit here, beside this file, and
+this folder is put on ``sys.path`` so they import from any folder below it.
 """
 
 from __future__ import annotations
 
 import copy
+import pathlib
+import sys
 
 import pytest
 import torch
+
+_TESTS = str(pathlib.Path(__file__).resolve().parent)
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import copy
 
 import pytest
 import torch
-from test_variants_peers import DIM, _moved, _pair  # the library's peer tests' helpers
+from peer_helpers import DIM, moved, pair  # shared with the library's peer tests
 from torch import nn
 
 from vectorgate.base import ResidualGate
@@ -59,7 +59,7 @@ def test_stream_variants_refuse_the_x_f_interface_with_clear_errors(name):
     with pytest.raises(ValueError, match=r"patch\(\) and GatedResidual cannot"):
         STREAM_VARIANTS[name](DIM)
     site = STREAM_VARIANTS[name](DIM, n=2, layer_index=0)
-    x, f = _pair(6)
+    x, f = pair(6)
     with pytest.raises(TypeError, match="hyper_connect"):
         site.residual(x, f)
     with pytest.raises(TypeError, match="stream-expanding"):
@@ -81,7 +81,7 @@ def test_hc_sites_called_directly_start_as_the_plain_residual_stack(name, n):
     branches = _branches(4, DIM)
     sites = [STREAM_VARIANTS[name](DIM, n=n, layer_index=i) for i in range(4)]
     expand, reduce = stream_functions(n)
-    x = _pair(7)[0]
+    x = pair(7)[0]
     plain, streams = x, expand(x)
     for branch, site in zip(branches, sites, strict=True):
         plain = plain + branch(plain)
@@ -95,7 +95,7 @@ def test_hc_sites_called_directly_start_as_the_plain_residual_stack(name, n):
 @pytest.mark.parametrize("name", STREAM)
 def test_begin_end_hooks_compute_what_the_package_forward_computes(name):
     """The host path (begin -> branch -> streams + end) equals the package's own forward."""
-    site = _moved(STREAM_VARIANTS[name](DIM, n=4, layer_index=1))
+    site = moved(STREAM_VARIANTS[name](DIM, n=4, layer_index=1))
     branch = _branches(1, DIM)[0]
     streams = torch.randn(8, 5, DIM)
     direct = site(streams, branch)

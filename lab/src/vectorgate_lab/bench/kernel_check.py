@@ -1,6 +1,6 @@
 """Kernel-vs-reference cases and GPU correctness checks, runnable without pytest.
 
-The tests (``tests/test_kernels_*.py``) and the GPU check script
+The tests (``tests/core/kernels/test_*.py``) and the GPU check script
 (``benchmarks/gpu_check.sh``, via ``python -m vectorgate_lab.bench.kernel_check OUT.json``) share
 this case list, so a GPU machine without pytest runs the same checks the CI runs under the
 Triton interpreter.

@@ -1,7 +1,7 @@
 """The 2025 residual peers in the library: LAuReL (RW, LR, RW+LR).
 
 LAuReL variants are ordinary ``(x, f) -> y`` gates and also go through every generic test of
-tests/test_variants.py; here: their formulas, init and configuration. Hyper-Connections / mHC
+tests/core/test_variants.py; here: their formulas, init and configuration. Hyper-Connections / mHC
 widen the residual stream and live in the lab (tests/lab/test_peers_hyper.py); here: every
 library entry point refuses them with a message naming where they went.
 """
@@ -10,25 +10,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from peer_helpers import DIM, moved, pair
 from torch import nn
 
 from vectorgate.variants import VARIANTS, build_gate
-
-DIM = 8
-
-
-def _pair(seed: int = 0, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(3, 5, DIM, generator=g, dtype=dtype), torch.randn(3, 5, DIM, generator=g, dtype=dtype)
-
-
-def _moved(module: nn.Module) -> nn.Module:
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    return module
-
 
 # ----------------------------------------------------------------------------- LAuReL
 
@@ -46,7 +31,7 @@ def test_laurel_parameter_counts(name, kwargs, dim, params):
 
 
 def test_laurel_rw_is_a_softmax_weighted_sum():
-    x, f = _pair(1)
+    x, f = pair(1)
     gate = build_gate("laurel_rw", DIM)
     # softmax of equal logits: both weights 1/2, exactly
     torch.testing.assert_close(gate.residual(x, f), (x + f) / 2)
@@ -58,7 +43,7 @@ def test_laurel_rw_is_a_softmax_weighted_sum():
 
 
 def test_laurel_rw_other_normalisations():
-    x, f = _pair(2)
+    x, f = pair(2)
     sig = build_gate("laurel_rw", DIM, norm="sigmoid")
     with torch.no_grad():
         sig.weight_logits.copy_(torch.tensor([2.0, -1.0]))
@@ -71,18 +56,18 @@ def test_laurel_rw_other_normalisations():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_laurel_lr_starts_as_the_plain_residual_and_computes_its_formula(dtype):
-    x, f = _pair(3, dtype)
+    x, f = pair(3, dtype)
     gate = build_gate("laurel_lr", DIM, rank=4).to(dtype)
     assert torch.equal(gate.residual(x, f), x + f) and torch.equal(gate.residual_delta(x, f), f)
     assert not gate.up.weight.any() and gate.down.weight.any()
-    _moved(gate)
+    moved(gate)
     tol = {} if dtype == torch.float32 else {"atol": 1e-2, "rtol": 2e-2}
     torch.testing.assert_close(gate.residual(x, f), f + x + gate.up(gate.down(x)), **tol)
 
 
 def test_laurel_rw_lr_formula():
-    x, f = _pair(4)
-    gate = _moved(build_gate("laurel_rw_lr", DIM, rank=3))
+    x, f = pair(4)
+    gate = moved(build_gate("laurel_rw_lr", DIM, rank=3))
     a, b = torch.softmax(gate.weight_logits, 0)
     torch.testing.assert_close(gate.residual(x, f), a * f + b * (x + gate.up(gate.down(x))))
 
@@ -90,7 +75,7 @@ def test_laurel_rw_lr_formula():
 def test_laurel_lr_every_parameter_learns_from_the_second_step():
     """B = 0 (LoRA's trick): B gets a gradient at step 0, A from the step after."""
     gate = build_gate("laurel_lr", DIM, rank=4)
-    x, f = _pair(5)
+    x, f = pair(5)
     gate.residual(x, f).square().sum().backward()
     assert gate.up.weight.grad.abs().sum() > 0 and not gate.down.weight.grad.any()
     torch.optim.SGD(gate.parameters(), lr=0.1).step()

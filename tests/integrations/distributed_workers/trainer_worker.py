@@ -1,9 +1,9 @@
 """A patched tiny BERT trained with ``transformers.Trainer`` on real Rotten Tomatoes snippets.
 
-Imported by tests/test_trainer.py (one process) and launched by it under Accelerate:
+Imported by tests/integrations/test_trainer.py (one process) and launched by it under Accelerate:
 
     accelerate launch --cpu --num_processes 2 --num_machines 1 --mixed_precision no \
-        --dynamo_backend no tests/distributed_workers/trainer_worker.py --out-dir /tmp/run
+        --dynamo_backend no tests/integrations/distributed_workers/trainer_worker.py --out-dir /tmp/run
 
 The model is a random-init 2-layer BERT (d=32) with the real MiniLM tokenizer; gates on
 both residuals of every layer, curvature 0.1 so the gates train from the first step.

@@ -23,7 +23,7 @@ from torch import nn
 import vectorgate as vg
 from vectorgate.patching import GateSite, model_state, patch_state
 
-SRC = pathlib.Path(__file__).resolve().parents[1] / "src" / "vectorgate"
+SRC = pathlib.Path(__file__).resolve().parents[2] / "src" / "vectorgate"
 ALLOWED = {SRC / "patching" / "state.py", SRC / "patching" / "changes.py"}
 _NAMED_WRITE = {"setattr", "delattr"}
 _NAMED_READ = {"getattr", "hasattr"}

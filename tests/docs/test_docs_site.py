@@ -18,7 +18,7 @@ import pytest
 import yaml
 from test_docstrings import PUBLIC_MODULES
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 API = DOCS / "api"
 

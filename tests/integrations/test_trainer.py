@@ -1,6 +1,6 @@
 """A patched tiny BERT under transformers.Trainer and `accelerate launch`, on real review snippets.
 
-The model and data live in tests/distributed_workers/trainer_worker.py (random-init
+The model and data live in tests/integrations/distributed_workers/trainer_worker.py (random-init
 2-layer BERT, the real MiniLM tokenizer, 256 Rotten Tomatoes snippets).
 """
 

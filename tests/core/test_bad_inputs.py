@@ -4,7 +4,7 @@ Each case checks one documented behaviour: a ``ValueError``/``TypeError`` whose 
 says what was expected and what arrived, or (for NaN/Inf, empty and meta tensors) a
 defined result. Where an operation changes a model or a file, the case also checks that a
 failure leaves it unchanged. The core's basic argument checks live in
-``tests/test_core_errors.py``; this file does not repeat them.
+``tests/core/test_errors.py``; this file does not repeat them.
 """
 
 from __future__ import annotations

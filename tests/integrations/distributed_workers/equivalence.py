@@ -1,6 +1,6 @@
 """DDP / FSDP2 vs single-process equivalence for a gated timm ViT (launched by torchrun).
 
-    torchrun --standalone --nproc_per_node=2 tests/distributed_workers/equivalence.py \
+    torchrun --standalone --nproc_per_node=2 tests/integrations/distributed_workers/equivalence.py \
         --out /tmp/dist.pt --modes ddp fsdp ddp-gates fsdp-gates ddp-compile
 
 Every mode trains the same model (same seed) for ``STEPS`` AdamW steps on the same real

@@ -1,6 +1,6 @@
 """Gated models under torch.distributed: 2 CPU processes (gloo) launched with torchrun.
 
-One torchrun launch (tests/distributed_workers/equivalence.py) trains a gated timm ViT
+One torchrun launch (tests/integrations/distributed_workers/equivalence.py) trains a gated timm ViT
 under DDP and under FSDP2 (``fully_shard``), all parameters and gates only, and DDP under
 ``torch.compile``, and saves the gates from rank 0. Each run must land on the parameters of a single-process run on the
 same global batches.
@@ -9,7 +9,7 @@ Tolerance: ``atol=1e-4, rtol=1e-4`` after 4 AdamW steps at lr 1e-2, i.e. within 
 the 0.04 that Adam can move an entry in 4 steps. The two processes sum gradients in a
 different order than one process does, and Adam divides by sqrt(v), which magnifies that
 rounding for entries with tiny gradients (the test prints the largest difference: run
-``pytest tests/test_distributed.py -s``). A rank that trained on its own half without
+``pytest tests/integrations/test_distributed.py -s``). A rank that trained on its own half without
 gradient sync would be 0.08 off after these 4 steps.
 """
 

@@ -20,7 +20,7 @@ import torch
 
 from vectorgate.stability import check_gates
 
-STRESS_PATH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "stress.py"
+STRESS_PATH = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "stress.py"
 
 
 def _load_stress():

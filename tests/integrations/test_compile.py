@@ -4,7 +4,7 @@ patch(gate_source="normed") stacked), patched HF BERT and HF ViT; forward and ba
 Backend ``aot_eager``: Dynamo and AOTAutograd are where integrations break (forward hooks
 that carry the residual stream, the ``vectorgate::exp_gated_residual`` custom op and its
 backward, module swaps); inductor's code generation for the op itself is tested in
-tests/test_core_residual.py. DDP under torch.compile runs in tests/test_distributed.py.
+tests/core/test_residual.py. DDP under torch.compile runs in tests/integrations/test_distributed.py.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import pytest
 
 from vectorgate._optional import require
 
-SRC = pathlib.Path(__file__).resolve().parents[1] / "src" / "vectorgate"
+SRC = pathlib.Path(__file__).resolve().parents[2] / "src" / "vectorgate"
 
 
 def test_require_returns_the_module():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import pathlib
 
-SRC = pathlib.Path(__file__).resolve().parents[1] / "src"
+SRC = pathlib.Path(__file__).resolve().parents[2] / "src"
 
 
 def _modules() -> dict[str, pathlib.Path]:

@@ -6,7 +6,7 @@ import importlib.util
 import pathlib
 from types import ModuleType
 
-EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 
 
 def load_example(filename: str) -> ModuleType:

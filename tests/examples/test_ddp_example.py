@@ -1,4 +1,4 @@
-"""examples/ddp_example.py in one process (its torchrun path is the one test_distributed.py checks)."""
+"""examples/ddp_example.py in one process (its torchrun path is the one tests/integrations/test_distributed.py checks)."""
 
 from __future__ import annotations
 

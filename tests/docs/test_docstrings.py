@@ -23,7 +23,7 @@ import types
 
 import pytest
 
-# Keep in step with docs/api/ and the nav in mkdocs.yml (tests/test_docs_site.py checks that).
+# Keep in step with docs/api/ and the nav in mkdocs.yml (tests/docs/test_docs_site.py checks that).
 PUBLIC_MODULES = [
     "vectorgate",
     "vectorgate.gate",
