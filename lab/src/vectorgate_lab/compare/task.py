@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from vectorgate._registry import register
 from vectorgate_lab.compare.spec import VariantSpec
 
 __all__ = ["TASKS", "ClassificationTask", "Task", "register_task"]
@@ -146,8 +147,6 @@ def register_task(name: str, factory: Callable[[], Task]) -> None:
     """Make ``factory()`` runnable as ``vectorgate-lab compare --tasks name``.
 
     Raises:
-        ValueError: ``name`` is already registered.
+        ValueError: ``name`` is empty, or already registered.
     """
-    if name in TASKS:
-        raise ValueError(f"task {name!r} is already registered")
-    TASKS[name] = factory
+    register(TASKS, name, factory, kind="task")
