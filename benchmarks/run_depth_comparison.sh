@@ -33,5 +33,5 @@ A=$!
 B=$!
 for pid in $A $B; do wait "$pid" || status=1; done
 "$VG" compare --report-only --output-dir "$OUT" --markdown docs/results_depth.md \
-  --references plain "plain[lr_mult=3]" || status=1
+  --references plain "plain[lr_mult=3]" laurel_lr || status=1
 exit $status
