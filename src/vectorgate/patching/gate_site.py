@@ -18,16 +18,11 @@ Stacking and skipping attach to a site through reversible edits
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import Tensor
 
 from vectorgate.base import ResidualGate
-
-if TYPE_CHECKING:
-    from vectorgate.patching.stacking import GateLink
-    from vectorgate.skip.budget import SkipBudget
-    from vectorgate.skip.decision import SkipSite
 
 __all__ = ["GATE_READS", "GateSite"]
 
@@ -61,9 +56,11 @@ class GateSite:
         self.name = name
         self.reads = reads
         self.inflight: Tensor | None = None
-        self.link: GateLink | None = None
-        self.skip: SkipSite | None = None
-        self.budget: SkipBudget | None = None
+        # Typed Any: their classes (stacking.GateLink, skip.SkipSite, skip.SkipBudget) build on
+        # this module, and naming them here, even for type checkers only, would close a cycle.
+        self.link: Any = None
+        self.skip: Any = None
+        self.budget: Any = None
 
     def pre_activation(self, u: Tensor) -> Tensor | None:
         """z for the gate input ``u``, or None where the gate computes it inside ``residual``.
